@@ -1,0 +1,1 @@
+"""Motion files, forward kinematics and the device-resident motion library."""

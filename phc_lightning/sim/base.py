@@ -1,0 +1,98 @@
+"""The contract every physics backend fulfils.
+
+A backend only simulates N copies of the SMPL humanoid (``assets/smpl_humanoid.xml``): it sets full
+states, applies PD targets, steps ``substeps`` physics steps per control step and exposes the state as
+torch tensors on ``device``. It knows nothing about motions, observations or rewards.
+
+Conventions (all tensors ``float32`` on ``device``):
+
+====================  ==============  ==========================================================
+field                 shape           meaning
+====================  ==============  ==========================================================
+``body_pos``          (N, 24, 3)      world position of each body origin, metres, z up
+``body_rot``          (N, 24, 4)      world orientation, quaternion **xyzw**, relative to T-pose
+``body_vel``          (N, 24, 3)      world linear velocity of each body origin, m/s
+``body_angvel``       (N, 24, 3)      world angular velocity, rad/s
+``dof_pos``           (N, 69)         hinge angles, body order, x/y/z per body, radians
+``dof_vel``           (N, 69)         hinge velocities, rad/s
+====================  ==============  ==========================================================
+
+Body order is :data:`phc_lightning.skeleton.BODY_NAMES`. The state read after :meth:`step` or
+:meth:`set_state` is consistent with the current generalized coordinates (no one-step lag).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SimState:
+    """Full rigid-body state of N humanoids; shapes in the module docstring."""
+
+    body_pos: Tensor
+    body_rot: Tensor
+    body_vel: Tensor
+    body_angvel: Tensor
+    dof_pos: Tensor
+    dof_vel: Tensor
+
+
+class PhysicsBackend(abc.ABC):
+    """N simulated humanoids with PD control at 30 Hz."""
+
+    num_envs: int
+    device: torch.device
+    substeps: int
+    control_dt: float
+
+    @abc.abstractmethod
+    def set_state(
+        self,
+        env_ids: Tensor,
+        root_pos: Tensor,
+        root_rot: Tensor,
+        root_vel: Tensor,
+        root_angvel: Tensor,
+        dof_pos: Tensor,
+        dof_vel: Tensor,
+    ) -> None:
+        """Overwrite the full state of envs ``env_ids [M]`` (long).
+
+        Args:
+            env_ids: which envs to set, ``(M,)``.
+            root_pos: pelvis world position ``(M, 3)``.
+            root_rot: pelvis world orientation, xyzw ``(M, 4)``.
+            root_vel: pelvis world linear velocity ``(M, 3)``.
+            root_angvel: pelvis world angular velocity ``(M, 3)``.
+            dof_pos: hinge angles ``(M, 69)``.
+            dof_vel: hinge velocities ``(M, 69)``.
+        """
+
+    @abc.abstractmethod
+    def step(self, pd_targets: Tensor) -> None:
+        """Hold PD targets ``(N, 69)`` (radians) for ``substeps`` physics steps.
+
+        Envs whose state became non-finite or exploded are flagged in :meth:`unstable` and restored to a
+        finite state by the backend itself, so one bad env never stops the run.
+        """
+
+    @abc.abstractmethod
+    def state(self) -> SimState:
+        """The current state of all envs (see the module table)."""
+
+    @abc.abstractmethod
+    def actuator_forces(self) -> Tensor:
+        """Joint torques applied by the PD actuators in the last physics step, ``(N, 69)``, N·m."""
+
+    @abc.abstractmethod
+    def unstable(self) -> Tensor:
+        """``(N,)`` bool: envs that went NaN or exploded in the last :meth:`step` (the caller resets them)."""
+
+    def close(self) -> None:
+        """Release threads and native memory."""
