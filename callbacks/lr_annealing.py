@@ -1,0 +1,107 @@
+"""Learning-rate annealing per PPO iteration (one Lightning epoch = one rollout + update).
+
+The learning rate is a pure function of the base lr ``lr0``, the epoch index and the env-step counter, so a
+resumed run reproduces it exactly. ``lr0`` is remembered in every param group as ``"initial_lr"`` (the key
+torch's own schedulers use); it is saved with the optimizer state in checkpoints.
+
+=============  ==========================================================================================
+schedule       learning rate at the start of epoch ``e`` (``p = env_steps / total_timesteps``)
+=============  ==========================================================================================
+``exp``        ``lr0 · max(exp(−decay_rate · e), min_factor)`` (puffer-phc default)
+``linear``     ``lr0 · max(1 − p, 0)``
+``cosine``     ``lr0 · (min_factor + (1 − min_factor) · 0.5 · (1 + cos(π · min(p, 1))))``
+``constant``   ``lr0``
+=============  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import lightning.pytorch as pl
+
+SCHEDULES = ("exp", "linear", "cosine", "constant")
+
+
+class LRAnnealing(pl.Callback):
+    """Set the lr of every param group of every optimizer at the start of each train epoch.
+
+    Logs ``charts/learning_rate`` (the first param group's lr) once per epoch.
+
+    Args:
+        schedule: one of ``exp``, ``linear``, ``cosine``, ``constant``.
+        decay_rate: per-epoch exponential decay rate of the ``exp`` schedule.
+        min_factor: lower bound of lr / lr0 for ``exp`` and ``cosine``, in [0, 1].
+        total_timesteps: env steps of the whole run; required by ``linear`` and ``cosine``, which read the
+            progress from the module's ``env_steps`` buffer (a scalar long tensor).
+    """
+
+    def __init__(
+        self,
+        schedule: str = "exp",
+        decay_rate: float = 1.5e-4,
+        min_factor: float = 0.2,
+        total_timesteps: Optional[int] = None,
+    ) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule: unknown lr schedule {schedule!r}, expected one of {', '.join(SCHEDULES)}")
+        if decay_rate < 0:
+            raise ValueError(f"decay_rate: must be >= 0, got {decay_rate}")
+        if not 0.0 <= min_factor <= 1.0:
+            raise ValueError(f"min_factor: must be in [0, 1], got {min_factor}")
+        if schedule in ("linear", "cosine") and (total_timesteps is None or total_timesteps <= 0):
+            raise ValueError(
+                f"total_timesteps: the {schedule!r} schedule needs a positive total_timesteps, got {total_timesteps}"
+            )
+        self.schedule = schedule
+        self.decay_rate = float(decay_rate)
+        self.min_factor = float(min_factor)
+        self.total_timesteps = total_timesteps
+
+    def factor(self, epoch: int, env_steps: int) -> float:
+        """lr / lr0 for the given epoch index and env-step count."""
+        if self.schedule == "exp":
+            return max(math.exp(-self.decay_rate * epoch), self.min_factor)
+        if self.schedule == "constant":
+            return 1.0
+        progress = env_steps / float(self.total_timesteps)
+        if self.schedule == "linear":
+            return max(1.0 - progress, 0.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+        return self.min_factor + (1.0 - self.min_factor) * cosine
+
+    @staticmethod
+    def _remember_base_lr(trainer: pl.Trainer) -> None:
+        # setdefault: a group restored from a checkpoint keeps the lr0 of the original run.
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+
+    def _env_steps(self, pl_module: pl.LightningModule) -> int:
+        if self.schedule in ("exp", "constant"):
+            return 0
+        env_steps = getattr(pl_module, "env_steps", None)
+        if env_steps is None:
+            raise AttributeError(
+                f"LRAnnealing(schedule={self.schedule!r}) needs {type(pl_module).__name__}.env_steps "
+                "(a scalar long buffer counting env steps)"
+            )
+        return int(env_steps)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember each param group's base lr before any annealing."""
+        self._remember_base_lr(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Set the lr for this epoch and log it."""
+        # Again here: restoring optimizer state after on_fit_start replaces the param groups.
+        self._remember_base_lr(trainer)
+        factor = self.factor(trainer.current_epoch, self._env_steps(pl_module))
+        lr = None
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+                lr = group["lr"] if lr is None else lr
+        if lr is not None:
+            pl_module.log("charts/learning_rate", lr, on_step=False, on_epoch=True, batch_size=1)

@@ -1,0 +1,89 @@
+"""``MotionResampling``: failure-driven motion sampling (PHC's PMCP) fed by the evaluations."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import lightning as L
+import torch
+
+from phc_lightning.motion.sampler import MotionSampler
+
+
+class MotionResampling(L.Callback):
+    """Every ``every_n_epochs`` epochs, re-draw each env's motion from failure-driven weights.
+
+    Every evaluation during fit updates the per-motion failure history; the weights follow the sampler's mode
+    (``soft``: ∝ cumulative failures, uniform while nothing failed; ``hard``: uniform over the last failures;
+    ``decay``: failed → 1, successful × decay, floor 1/M). Then the envs are reset on their new motions.
+
+    Args:
+        every_n_epochs: resampling interval in epochs.
+        mode: ``soft``, ``hard`` or ``decay``.
+        decay: per-evaluation decay of successful motions' weights in ``decay`` mode.
+        seed: seeds the motion draws.
+    """
+
+    def __init__(self, every_n_epochs: int = 500, mode: str = "soft", decay: float = 0.999, seed: int = 0) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"MotionResampling every_n_epochs must be >= 1, got {every_n_epochs}")
+        MotionSampler(1, mode=mode, decay=decay)  # validates mode/decay now, with the field name in the error
+        self.every_n_epochs = every_n_epochs
+        self.mode = mode
+        self.decay = decay
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler: Optional[MotionSampler] = None
+        self._pending: Optional[Dict[str, Any]] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Size the sampler to the loaded motions."""
+        motions = trainer.datamodule.motions
+        if self.sampler is None or len(self.sampler.failure_counts) != motions.num_motions:
+            self.sampler = MotionSampler(motions.num_motions, mode=self.mode, decay=self.decay)
+        if self._pending is not None:
+            self._restore(trainer)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Record which motions failed in this evaluation (only evaluations during fit drive training)."""
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        failed = pl_module.eval_failed(trainer.datamodule.motions.num_motions)
+        self.sampler.update(failed)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """At the interval, set the library's weights and re-draw every env's motion."""
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.resample(trainer)
+
+    def resample(self, trainer: L.Trainer) -> torch.Tensor:
+        """Apply the current weights and move every env to a freshly drawn motion; returns the new ids."""
+        dm = trainer.datamodule
+        dm.motions.set_sampling_weights(self.sampler.weights())
+        ids = dm.motions.sample_motions(dm.env.num_envs, generator=self.generator)
+        dm.env.assign_motions(ids)
+        dm.rollout.next_obs = None  # the next iteration starts from the new motions' reset states
+        return ids
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Failure history and draw RNG (tensors/primitives only)."""
+        state = {"generator": self.generator.get_state()}
+        if self.sampler is not None:
+            state["sampler"] = self.sampler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore on resume; applied once the motions are loaded."""
+        self._pending = dict(state_dict)
+        self.generator.set_state(self._pending["generator"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Resumed runs sample with the restored weights from the first iteration on."""
+        if self._pending is not None:
+            self._restore(trainer)
+
+    def _restore(self, trainer: L.Trainer) -> None:
+        if self.sampler is None or "sampler" not in self._pending:
+            return
+        self.sampler.load_state_dict(self._pending["sampler"])
+        trainer.datamodule.motions.set_sampling_weights(self.sampler.weights())
+        self._pending = None

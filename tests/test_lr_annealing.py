@@ -1,0 +1,119 @@
+"""LRAnnealing on a real tiny LightningModule with manual optimization and an env-step counter."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import LRAnnealing
+
+LR0 = 0.1
+STEPS_PER_BATCH = 100  # env steps the module "collects" per training_step
+BATCHES_PER_EPOCH = 3
+
+
+class TinyModule(pl.LightningModule):
+    """Manual-optimization module that counts env steps like PHCModule and records the lr per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = torch.nn.Linear(2, 1)
+        self.register_buffer("env_steps", torch.tensor(0, dtype=torch.long))
+        self.seen = {}  # epoch -> (lr at its first step, env_steps at its start)
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        if batch_idx == 0:
+            self.seen[self.current_epoch] = (opt.param_groups[0]["lr"], int(self.env_steps))
+        loss = self.layer(batch[0]).pow(2).mean()
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        self.env_steps += STEPS_PER_BATCH
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=LR0)
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(BATCHES_PER_EPOCH * 2, 2)), batch_size=2)
+
+
+def fit(callback: LRAnnealing, max_epochs: int, module=None, ckpt_path=None) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(module if module is not None else TinyModule(), ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected_factor",
+    [
+        (dict(schedule="exp", decay_rate=0.5, min_factor=0.3), lambda e, s: max(math.exp(-0.5 * e), 0.3)),
+        (dict(schedule="linear", total_timesteps=1200), lambda e, s: max(1.0 - s / 1200, 0.0)),
+        (
+            dict(schedule="cosine", min_factor=0.2, total_timesteps=1200),
+            lambda e, s: 0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * min(s / 1200, 1.0))),
+        ),
+        (dict(schedule="constant"), lambda e, s: 1.0),
+    ],
+    ids=["exp", "linear", "cosine", "constant"],
+)
+def test_lr_per_epoch_follows_the_schedule_formula(kwargs, expected_factor):
+    module = TinyModule()
+    trainer = fit(LRAnnealing(**kwargs), max_epochs=5, module=module)
+    assert sorted(module.seen) == [0, 1, 2, 3, 4]
+    for epoch, (lr, env_steps) in module.seen.items():
+        assert env_steps == epoch * BATCHES_PER_EPOCH * STEPS_PER_BATCH
+        assert lr == pytest.approx(LR0 * expected_factor(epoch, env_steps), rel=1e-12), epoch
+    assert trainer.callback_metrics["charts/learning_rate"].item() == pytest.approx(module.seen[4][0], rel=1e-6)
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == LR0
+
+
+def test_resumed_run_reproduces_the_lr_sequence(tmp_path):
+    callback_kwargs = dict(schedule="cosine", min_factor=0.1, total_timesteps=1500)
+    straight = TinyModule()
+    fit(LRAnnealing(**callback_kwargs), max_epochs=5, module=straight)
+
+    first = fit(LRAnnealing(**callback_kwargs), max_epochs=2)
+    ckpt = tmp_path / "epoch2.ckpt"
+    first.save_checkpoint(ckpt)
+    resumed = TinyModule()
+    fit(LRAnnealing(**callback_kwargs), max_epochs=5, module=resumed, ckpt_path=str(ckpt))
+    assert sorted(resumed.seen) == [2, 3, 4]
+    for epoch in (2, 3, 4):
+        assert resumed.seen[epoch] == pytest.approx(straight.seen[epoch], rel=1e-12), epoch
+
+
+def test_bad_configuration_raises_naming_the_field():
+    with pytest.raises(ValueError, match="schedule.*exp, linear, cosine, constant"):
+        LRAnnealing(schedule="step")
+    with pytest.raises(ValueError, match="total_timesteps"):
+        LRAnnealing(schedule="linear")
+    with pytest.raises(ValueError, match="min_factor"):
+        LRAnnealing(min_factor=1.5)
+
+
+def test_progress_schedules_need_an_env_steps_counter():
+    class NoCounter(TinyModule):
+        def __init__(self) -> None:
+            super().__init__()
+            del self.env_steps
+
+        def training_step(self, batch, batch_idx):
+            return None
+
+    with pytest.raises(AttributeError, match="env_steps"):
+        fit(LRAnnealing(schedule="linear", total_timesteps=10), max_epochs=1, module=NoCounter())
