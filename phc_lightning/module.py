@@ -1,0 +1,331 @@
+"""``PHCModule``: the PHC actor-critic trained with PPO under Lightning manual optimization.
+
+The module owns the networks, the observation normalizer, the env-step counter and the L2-to-init anchor;
+it knows nothing about environments, GAE or files. The rollout side (``rollout.py``) calls :meth:`act`,
+:meth:`get_value` and :meth:`update_obs_normalizer` while collecting, then feeds flat minibatches to
+:meth:`training_step`::
+
+    batch = {"obs": [B, D], "actions": [B, A], "logprobs": [B], "values": [B], "advantages": [B], "returns": [B]}
+
+One Lightning epoch is one PPO iteration; every minibatch is one optimizer step (``update_epochs`` passes
+over the rollout are the dataset's job). Loss and diagnostic definitions live in :mod:`phc_lightning.ppo`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import lightning as L
+import torch
+from torch import nn
+
+from phc_lightning import ppo
+from phc_lightning.eval_metrics import MotionTrackingMetrics
+from phc_lightning.evaluation import per_motion_rows
+from phc_lightning.networks import ActorCritic, RunningNorm
+from phc_lightning.warm_start import load_policy_weights
+
+Tensor = torch.Tensor
+
+BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
+"""Keys every ``training_step`` batch must hold."""
+
+LOSS_KEYS = (
+    "policy",
+    "value",
+    "entropy",
+    "bound",
+    "l2_init",
+    "approx_kl",
+    "old_approx_kl",
+    "clipfrac",
+    "explained_variance",
+)
+"""Entries of :meth:`PHCModule.compute_losses` that are logged as ``losses/<key>`` (with ``grad_norm``)."""
+
+DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
+"""puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
+
+
+class PHCModule(L.LightningModule):
+    """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
+
+    def __init__(
+        self,
+        obs_dim: int = 934,
+        action_dim: int = 69,
+        actor_hidden: Sequence[int] = DEFAULT_HIDDEN,
+        critic_hidden: Sequence[int] = DEFAULT_HIDDEN,
+        layer_norm: bool = True,
+        init_log_std: float = -2.9,
+        learnable_log_std: bool = False,
+        learning_rate: float = 1e-4,
+        adam_eps: float = 1e-5,
+        clip_coef: float = 0.01,
+        value_clip: Optional[float] = 0.2,
+        vf_coef: float = 1.2,
+        ent_coef: float = 0.0,
+        bound_coef: float = 10.0,
+        soft_bound: float = 0.9,
+        l2_init_coef: float = 0.0,
+        max_grad_norm: float = 10.0,
+        norm_adv: bool = True,
+        obs_clip: float = 10.0,
+        init_from: Optional[str] = None,
+    ) -> None:
+        """Build networks and normalizer.
+
+        Args:
+            obs_dim: observation size (934 for the tracking task; the CLI links it from the data side).
+            action_dim: action size (69 DoF).
+            actor_hidden: actor MLP hidden sizes.
+            critic_hidden: critic MLP hidden sizes.
+            layer_norm: LayerNorm before the last hidden activation of both MLPs.
+            init_log_std: log standard deviation of the Gaussian policy (initial value if learnable).
+            learnable_log_std: train the log standard deviation instead of keeping it fixed (PHC: fixed).
+            learning_rate: Adam learning rate (annealing, if any, is a callback's job).
+            adam_eps: Adam epsilon.
+            clip_coef: PPO ratio clip epsilon.
+            value_clip: value-prediction clip around the rollout values; null for unclipped 0.5 * MSE.
+            vf_coef: weight of the value loss.
+            ent_coef: weight of the entropy bonus (subtracted from the loss).
+            bound_coef: weight of the penalty on action means beyond +-soft_bound.
+            soft_bound: bound of that penalty.
+            l2_init_coef: weight of the squared distance of the weights to the anchor (always logged).
+            max_grad_norm: global gradient-norm clip; <= 0 disables clipping.
+            norm_adv: normalize advantages per minibatch.
+            obs_clip: normalized observations are clipped to +-obs_clip.
+            init_from: warm start: copy policy, critic and normalizer weights from this checkpoint (any run with
+                the same network sizes); the L2-to-init anchor is then those weights. Optimizer and counters start
+                fresh (use ``--ckpt_path`` to continue a run instead).
+        """
+        super().__init__()
+        for name, value in (
+            ("obs_dim", obs_dim),
+            ("action_dim", action_dim),
+            ("learning_rate", learning_rate),
+            ("adam_eps", adam_eps),
+            ("clip_coef", clip_coef),
+            ("obs_clip", obs_clip),
+        ):
+            if not value > 0:
+                raise ValueError(f"PHCModule: {name} must be positive, got {value}")
+        if value_clip is not None and not value_clip > 0:
+            raise ValueError(f"PHCModule: value_clip must be positive or null, got {value_clip}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
+        self.policy = ActorCritic(
+            obs_dim,
+            action_dim,
+            actor_hidden,
+            critic_hidden,
+            layer_norm=layer_norm,
+            init_log_std=init_log_std,
+            learnable_log_std=learnable_log_std,
+        )
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
+        # Buffers (so they follow the device and are saved) named after the policy parameters, '.' -> '__'.
+        self.l2_anchor = nn.Module()
+        if init_from:
+            load_policy_weights(self, init_from)
+        self.reset_l2_anchor()
+        self.eval_metrics = MotionTrackingMetrics()
+        self._eval_rows: List[Dict[str, float]] = []
+        self.last_approx_kl: float = float("nan")
+        """approx_kl of the most recent minibatch, read by the rollout for target-KL early stopping."""
+
+    # ------------------------------------------------------------------ acting (called by the rollout)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+        """Sample (or take the mean) action for raw observations; the caller picks the grad mode.
+
+        Args:
+            obs: ``[N, obs_dim]`` raw (unnormalized) observations.
+            deterministic: return the Gaussian mean instead of a sample.
+
+        Returns:
+            ``(actions [N, A], logprob [N], value [N])``; actions are unclipped (the env clips to [-1, 1]) and
+            ``logprob`` is the log-density of exactly those actions, summed over action dimensions.
+        """
+        obs_norm = self._normalize(obs)
+        dist = self.policy.distribution(obs_norm)
+        actions = dist.mean if deterministic else dist.sample()
+        return actions, dist.log_prob(actions).sum(-1), self.policy.value(obs_norm)
+
+    def get_value(self, obs: Tensor) -> Tensor:
+        """Critic value of raw observations ``[N, obs_dim] -> [N]``."""
+        return self.policy.value(self._normalize(obs))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Deterministic policy ``[N, obs_dim] -> [N, A]`` (the Gaussian mean), for export and inference."""
+        return self.policy.actor(self._normalize(obs))
+
+    def update_obs_normalizer(self, obs: Tensor) -> None:
+        """Merge a batch of raw observations ``[B, obs_dim]`` into the running statistics."""
+        self.obs_norm.update(obs)
+
+    def _normalize(self, obs: Tensor) -> Tensor:
+        if obs.dim() != 2 or obs.shape[1] != self.hparams.obs_dim:
+            raise ValueError(f"PHCModule: expected obs of shape [N, {self.hparams.obs_dim}], got {tuple(obs.shape)}")
+        return self.obs_norm(obs)
+
+    # ------------------------------------------------------------------ L2-to-init anchor
+
+    @torch.no_grad()
+    def reset_l2_anchor(self) -> None:
+        """Snapshot the current policy parameters as the anchor of the L2-to-init term (e.g. after a warm start)."""
+        for name, param in self.policy.named_parameters():
+            key = name.replace(".", "__")
+            if hasattr(self.l2_anchor, key):
+                getattr(self.l2_anchor, key).copy_(param)
+            else:
+                self.l2_anchor.register_buffer(key, param.detach().clone())
+
+    def l2_init_distance(self) -> Tensor:
+        """Sum of squared differences between the policy parameters and the anchor (scalar)."""
+        names = [name for name, _ in self.policy.named_parameters()]
+        params = [param for _, param in self.policy.named_parameters()]
+        anchors = [getattr(self.l2_anchor, name.replace(".", "__")) for name in names]
+        return ppo.l2_init_loss(params, anchors)
+
+    # ------------------------------------------------------------------ PPO update
+
+    def compute_losses(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Forward a minibatch and compute the total loss and every logged term.
+
+        Args:
+            batch: flat minibatch with :data:`BATCH_KEYS` (shapes in the module docstring).
+
+        Returns:
+            ``"loss"`` (total, with grad) and the scalar terms of :data:`LOSS_KEYS`.
+        """
+        missing = [key for key in BATCH_KEYS if key not in batch]
+        if missing:
+            raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
+        hp = self.hparams
+        obs_norm = self._normalize(batch["obs"])
+        dist = self.policy.distribution(obs_norm)
+        new_logprob = dist.log_prob(batch["actions"]).sum(-1)
+        entropy = dist.entropy().sum(-1)
+        new_values = self.policy.value(obs_norm)
+
+        advantages = batch["advantages"]
+        if hp.norm_adv:
+            advantages = ppo.normalize_advantages(advantages)
+        pg_loss = ppo.policy_loss(new_logprob, batch["logprobs"], advantages, hp.clip_coef)
+        v_loss = ppo.value_loss(new_values, batch["values"], batch["returns"], hp.value_clip)
+        ent = ppo.entropy_loss(entropy)
+        b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
+        # Always computed for logging; only builds a graph when it is part of the loss.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and hp.l2_init_coef != 0):
+            l2 = self.l2_init_distance()
+        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss + hp.l2_init_coef * l2
+
+        old_approx_kl, approx_kl = ppo.approx_kl(new_logprob, batch["logprobs"])
+        return {
+            "loss": loss,
+            "policy": pg_loss,
+            "value": v_loss,
+            "entropy": ent,
+            "bound": b_loss,
+            "l2_init": l2,
+            "approx_kl": approx_kl,
+            "old_approx_kl": old_approx_kl,
+            "clipfrac": ppo.clip_fraction(new_logprob, batch["logprobs"], hp.clip_coef),
+            "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
+        }
+
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+        """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
+
+        Returns:
+            The detached total loss.
+        """
+        opt = self.optimizers()
+        losses = self.compute_losses(batch)
+        self.manual_backward(losses["loss"])
+        grad_norm = self._grad_norm()  # before clipping, so the log shows how often the clip bites
+        if self.hparams.max_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
+
+        self.last_approx_kl = float(losses["approx_kl"])
+        logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
+        logs["losses/grad_norm"] = grad_norm
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0])
+        return losses["loss"].detach()
+
+    @torch.no_grad()
+    def _grad_norm(self) -> Tensor:
+        """Global L2 norm of the policy gradients (the quantity ``clip_grad_norm_`` clips)."""
+        norms = [torch.linalg.vector_norm(p.grad) for p in self.policy.parameters() if p.grad is not None]
+        if not norms:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack(norms))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the policy parameters (the normalizer and anchor are buffers, never optimized)."""
+        return torch.optim.Adam(self.policy.parameters(), lr=self.hparams.learning_rate, eps=self.hparams.adam_eps)
+
+    # ------------------------------------------------------------------ hand-offs to the rollout
+
+    def on_train_batch_end(self, outputs: Tensor, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        """Tell the rollout a minibatch was trained (it closes the iteration after the last one)."""
+        rollout = getattr(self.trainer.datamodule, "rollout", None) if self.trainer is not None else None
+        if rollout is not None:
+            rollout.minibatch_trained(self)
+
+    def on_train_epoch_end(self) -> None:
+        """Log what the rollout saw this iteration (returns, lengths, reward terms, SPS, time split)."""
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        rollout = getattr(dm, "rollout", None)
+        if rollout is None:
+            return
+        logs = rollout.stats.as_log_dict()
+        logs["charts/env_steps"] = float(self.env_steps)
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
+
+    # ------------------------------------------------------------------ evaluation (EvalStats, phc validate)
+
+    def on_validation_epoch_start(self) -> None:
+        """Fresh metric states and per-motion rows for this evaluation."""
+        self.eval_metrics.reset()
+        self._eval_rows = []
+
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> None:
+        """Accumulate one chunk of played motions (``evaluation.play_motions`` output)."""
+        self._accumulate_eval(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``eval/*`` (torchmetrics syncs the sums across processes)."""
+        summary, _ = self.eval_results()
+        self.log_dict({"eval/" + k: v for k, v in summary.items()}, batch_size=1)
+
+    def _accumulate_eval(self, batch: Dict[str, Tensor]) -> None:
+        self.eval_metrics.update_batch(batch["pred"], batch["gt"], batch["lengths"], batch["success"])
+        self._eval_rows.extend(per_motion_rows(batch))
+
+    def eval_results(self) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
+        """Summary metrics of the current evaluation and its per-motion rows (sorted by motion id)."""
+        summary = {k: float(v) for k, v in self.eval_metrics.compute().items()}
+        return summary, sorted(self._eval_rows, key=lambda r: r["motion_id"])
+
+    def eval_failed(self, num_motions: int) -> Tensor:
+        """``[num_motions]`` bool: motions that failed in the current evaluation."""
+        failed = torch.zeros(num_motions, dtype=torch.bool)
+        for row in self._eval_rows:
+            failed[row["motion_id"]] = not row["success"]
+        return failed
+
+    @torch.no_grad()
+    def evaluate(self, dataloader) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
+        """Run an evaluation outside Lightning's loops (the final evaluation after fit)."""
+        self.on_validation_epoch_start()
+        was_training = self.training
+        self.eval()
+        for batch in dataloader:
+            self._accumulate_eval(batch)
+        self.train(was_training)
+        return self.eval_results()

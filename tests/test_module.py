@@ -1,0 +1,198 @@
+"""PHCModule: acting contract, losses, and manual optimization under a real lightning.Trainer."""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from phc_lightning.module import BATCH_KEYS, LOSS_KEYS, PHCModule
+
+OBS_DIM, ACTION_DIM, BATCH = 8, 3, 32
+
+
+def tiny_module(**overrides) -> PHCModule:
+    kwargs = dict(obs_dim=OBS_DIM, action_dim=ACTION_DIM, actor_hidden=(16, 16), critic_hidden=(16,), init_log_std=-1.0)
+    kwargs.update(overrides)
+    return PHCModule(**kwargs)
+
+
+def make_minibatches(module: PHCModule, num: int = 4, seed: int = 0) -> List[Dict[str, torch.Tensor]]:
+    """Rollout-like minibatches: built under inference_mode with the module's own act(), like the rollout does."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    with torch.inference_mode():
+        for _ in range(num):
+            obs = torch.randn(BATCH, OBS_DIM, generator=gen) * 3.0 + 1.0
+            actions, logprobs, values = module.act(obs)
+            advantages = torch.randn(BATCH, generator=gen)
+            batches.append(
+                {
+                    "obs": obs,
+                    "actions": actions,
+                    "logprobs": logprobs,
+                    "values": values,
+                    "advantages": advantages,
+                    "returns": values + advantages,
+                }
+            )
+    return batches
+
+
+def make_trainer(**kwargs) -> L.Trainer:
+    return L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        **kwargs,
+    )
+
+
+def test_act_get_value_shapes_and_logprob():
+    torch.manual_seed(0)
+    module = tiny_module()
+    obs = torch.randn(5, OBS_DIM)
+    actions, logprob, value = module.act(obs)
+    assert actions.shape == (5, ACTION_DIM) and logprob.shape == (5,) and value.shape == (5,)
+    dist = torch.distributions.Normal(module(obs), math.exp(-1.0))
+    torch.testing.assert_close(logprob, dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(module.get_value(obs), value)
+    mean_actions, _, _ = module.act(obs, deterministic=True)
+    torch.testing.assert_close(mean_actions, module(obs))
+    with pytest.raises(ValueError, match=r"expected obs of shape \[N, 8\]"):
+        module.act(torch.randn(5, OBS_DIM + 1))
+
+
+def test_update_obs_normalizer_changes_normalization_not_act():
+    module = tiny_module()
+    obs = torch.randn(64, OBS_DIM) * 5.0 + 3.0
+    module.update_obs_normalizer(obs)
+    assert module.obs_norm.count.item() == 64
+    torch.testing.assert_close(module.obs_norm.mean, obs.mean(0))
+    count = module.obs_norm.count.clone()
+    module.act(obs)
+    assert module.obs_norm.count == count  # acting never touches the statistics
+
+
+def test_advantages_normalized_per_minibatch():
+    torch.manual_seed(0)
+    module = tiny_module()
+    batch = make_minibatches(module, num=1)[0]
+    shifted = dict(batch, advantages=batch["advantages"] * 100.0 + 7.0)
+    with torch.no_grad():
+        a, b = module.compute_losses(batch), module.compute_losses(shifted)
+    torch.testing.assert_close(a["policy"], b["policy"])  # invariant to the advantages' scale and offset
+    module.hparams.norm_adv = False
+    with torch.no_grad():
+        a, b = module.compute_losses(batch), module.compute_losses(shifted)
+    assert not torch.allclose(a["policy"], b["policy"])
+
+
+def test_compute_losses_reports_missing_batch_keys():
+    module = tiny_module()
+    batch = make_minibatches(module, num=1)[0]
+    del batch["returns"]
+    with pytest.raises(KeyError, match="missing \\['returns'\\]"):
+        module.compute_losses(batch)
+
+
+def test_trainer_fit_logs_every_loss_and_moves_away_from_l2_anchor():
+    torch.manual_seed(0)
+    module = tiny_module(l2_init_coef=0.0)
+    batches = make_minibatches(module)
+    assert module.l2_init_distance().item() == 0.0
+    assert module.compute_losses(batches[0])["l2_init"].item() == 0.0
+
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+
+    for key in LOSS_KEYS + ("grad_norm",):
+        assert f"losses/{key}" in trainer.callback_metrics, key
+    assert trainer.callback_metrics["losses/l2_init"].item() > 0.0  # logged even with coef 0
+    assert trainer.callback_metrics["losses/grad_norm"].item() > 0.0
+    assert module.l2_init_distance().item() > 0.0
+    assert math.isfinite(module.last_approx_kl)
+    assert trainer.global_step == len(batches)  # one optimizer step per minibatch
+
+    module.reset_l2_anchor()
+    assert module.l2_init_distance().item() == 0.0
+
+
+class GradNormRecorder(L.Callback):
+    """Records the global gradient norm the optimizer actually steps with (after clipping)."""
+
+    def __init__(self) -> None:
+        self.norms: List[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def hook(optimizer, args, kwargs):
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+        trainer.optimizers[0].register_step_pre_hook(hook)
+
+
+def test_clip_gradients_in_manual_mode_and_pre_clip_norm_logged():
+    torch.manual_seed(0)
+    max_norm = 1e-3
+    module = tiny_module(max_grad_norm=max_norm)
+    recorder = GradNormRecorder()
+    trainer = make_trainer(callbacks=[recorder])
+    trainer.fit(module, DataLoader(make_minibatches(module), batch_size=None))
+    assert len(recorder.norms) == 4
+    assert max(recorder.norms) <= max_norm * (1 + 1e-4)
+    assert trainer.callback_metrics["losses/grad_norm"].item() > 10 * max_norm  # logged before clipping
+
+
+def test_checkpoint_loads_with_weights_only_and_restores_buffers(tmp_path):
+    torch.manual_seed(0)
+    module = tiny_module(l2_init_coef=0.1)
+    batches = make_minibatches(module)
+    module.update_obs_normalizer(torch.cat([b["obs"] for b in batches]))
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    module.env_steps += 1234
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["state_dict"]["env_steps"].item() == 1234
+    assert len(checkpoint["optimizer_states"]) == 1
+    restored = PHCModule.load_from_checkpoint(path)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value, msg=key)
+    assert restored.l2_init_distance().item() > 0.0  # anchor = original init, not the trained weights
+
+
+def test_learnable_log_std_is_optimized_and_fixed_is_not():
+    learnable = tiny_module(learnable_log_std=True)
+    fixed = tiny_module()
+    params = {id(p) for group in learnable.configure_optimizers().param_groups for p in group["params"]}
+    assert id(learnable.policy.log_std) in params
+    assert "policy.log_std" in fixed.state_dict() and "policy.log_std" not in dict(fixed.named_parameters())
+
+
+def test_signature_parses_with_jsonargparse():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(PHCModule, "model")
+    args = [
+        "--model.actor_hidden=[64, 32]",
+        "--model.critic_hidden=[8]",
+        "--model.value_clip=null",
+        "--model.obs_dim=10",
+    ]
+    cfg = parser.parse_args(args)
+    init = parser.instantiate_classes(cfg)
+    module = init.model
+    assert module.hparams.value_clip is None and list(module.hparams.actor_hidden) == [64, 32]
+    assert set(BATCH_KEYS) == {"obs", "actions", "logprobs", "values", "advantages", "returns"}
