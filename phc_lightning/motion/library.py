@@ -1,0 +1,257 @@
+"""Device-resident motion library: every frame's full reference state, sampling and interpolated lookup.
+
+All motions are concatenated along one frame axis (``F = Σ T_m`` frames) and kept on ``device``:
+
+===============  ==============  ==============================================================
+buffer           shape           meaning
+===============  ==============  ==============================================================
+``body_pos``     (F, 24, 3)      world body positions by FK on our skeleton offsets, metres
+``body_rot``     (F, 24, 4)      global rotations, unit quaternions **xyzw**, relative to T-pose
+``body_vel``     (F, 24, 3)      world linear velocity, forward difference × fps, m/s
+``body_angvel``  (F, 24, 3)      world angular velocity, ``exp_map(q[t+1] q[t]^-1) × fps``, rad/s
+``dof_pos``      (F, 69)         hinge angles reproducing the local rotations, radians
+``dof_vel``      (F, 69)         wrapped hinge-angle forward difference × fps, rad/s
+===============  ==============  ==============================================================
+
+Velocities at a motion's last frame repeat the previous frame's (there is no next frame). Velocities are
+not smoothed (PHC applies a Gaussian filter; raw differences keep the lookup exactly consistent with
+the positions).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+
+from phc_lightning import skeleton
+from phc_lightning.motion import fk
+from phc_lightning.motion.formats import RawMotion, check_unique_keys, load_motion_file, validate_motion
+from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp
+from phc_lightning.sim.base import SimState
+
+Tensor = torch.Tensor
+_FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel")
+# FK and differences run over groups of whole motions of about this many frames, bounding temporary memory.
+_CHUNK_FRAMES = 1 << 18
+# Snap lookups that land within this many frames below an exact frame onto it (float32 ``t * fps`` noise).
+_FRAME_SNAP = 1e-4
+
+
+def wrap_angle(angle: Tensor) -> Tensor:
+    """Angles wrapped into ``[-pi, pi)``."""
+    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi
+
+
+def sole_heights(body_pos: Tensor) -> Tensor:
+    """Height of the lowest sole ``[...]`` from body positions ``[..., 24, 3]`` (foot origin z minus sole depth)."""
+    depth = torch.tensor(
+        [skeleton.SOLE_DEPTH[skeleton.BODY_NAMES[b]] for b in skeleton.FOOT_BODIES],
+        dtype=body_pos.dtype,
+        device=body_pos.device,
+    )
+    return (body_pos[..., list(skeleton.FOOT_BODIES), 2] - depth).min(dim=-1).values
+
+
+def compute_motion_frames(
+    root_pos: Tensor, global_rot: Tensor, fps: Tensor, num_frames: Tensor, fix_height: bool
+) -> Dict[str, Tensor]:
+    """Full per-frame reference state of consecutive motions concatenated along the frame axis.
+
+    Args:
+        root_pos: pelvis positions ``[F, 3]``.
+        global_rot: global rotations ``[F, 24, 4]`` xyzw.
+        fps: frames per second of each motion ``[M]``.
+        num_frames: frames of each motion ``[M]`` (each >= 2, summing to ``F``).
+        fix_height: shift each motion vertically so that its lowest sole over all frames is at z = 0.
+
+    Returns:
+        ``{"body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel"}``, shapes in the module table.
+    """
+    device = root_pos.device
+    motion_of_frame = torch.repeat_interleave(torch.arange(len(num_frames), device=device), num_frames)
+    rot = quat_normalize(global_rot)
+    body_pos = fk.body_positions(root_pos, rot)
+    if fix_height:
+        lowest = torch.full((len(num_frames),), float("inf"), dtype=body_pos.dtype, device=device)
+        lowest = lowest.scatter_reduce(0, motion_of_frame, sole_heights(body_pos), reduce="amin")
+        body_pos = body_pos.clone()
+        body_pos[..., 2] -= lowest[motion_of_frame].unsqueeze(-1)
+    dof_pos = fk.local_to_dof(fk.global_to_local(rot))
+
+    # Forward differences a -> b = a + 1; a motion's last frame reuses the pair (T-2, T-1).
+    ends = torch.cumsum(num_frames, 0) - 1
+    idx = torch.arange(root_pos.shape[0], device=device)
+    is_last = torch.zeros_like(idx, dtype=torch.bool)
+    is_last[ends] = True
+    a = torch.where(is_last, idx - 1, idx)
+    b = a + 1
+    frame_fps = fps.to(body_pos.dtype)[motion_of_frame]
+    body_vel = (body_pos[b] - body_pos[a]) * frame_fps[:, None, None]
+    body_angvel = quat_to_exp_map(quat_mul(rot[b], quat_conjugate(rot[a]))) * frame_fps[:, None, None]
+    dof_vel = wrap_angle(dof_pos[b] - dof_pos[a]) * frame_fps[:, None]
+    return {
+        "body_pos": body_pos,
+        "body_rot": rot,
+        "body_vel": body_vel,
+        "body_angvel": body_angvel,
+        "dof_pos": dof_pos,
+        "dof_vel": dof_vel,
+    }
+
+
+class MotionLibrary:
+    """All reference motions on one device, with weighted sampling and interpolated state lookup.
+
+    Args:
+        motion_file: a ``.npz`` / ``.pkl`` motion file, or already loaded :class:`RawMotion` s.
+        device: where every tensor lives.
+        fix_height: shift each motion vertically so that its lowest sole over the whole motion touches z = 0.
+
+    Attributes:
+        num_motions: ``M``.
+        keys: motion names ``[M]``.
+        fps: frames per second ``[M]`` float.
+        num_frames: frames per motion ``[M]`` long.
+        lengths: duration in seconds ``(num_frames - 1) / fps``, ``[M]`` float.
+        frame_start: index of each motion's first frame in the concatenated buffers, ``[M]`` long.
+        sampling_weights: non-negative sampling weights ``[M]`` (uniform by default).
+
+    Example:
+        >>> lib = MotionLibrary("phc_lightning/assets/motions.npz")
+        >>> ids = lib.sample_motions(8)
+        >>> state = lib.get_state(ids, lib.sample_times(ids))  # SimState with 8 rows
+    """
+
+    def __init__(
+        self,
+        motion_file: Union[str, Path, List[RawMotion]],
+        device: Union[str, torch.device] = "cpu",
+        fix_height: bool = True,
+    ) -> None:
+        if isinstance(motion_file, (list, tuple)):  # in-memory motions get the same checks as files
+            motions = [validate_motion("<motions>", m.key, m.fps, m.root_pos, m.global_rot) for m in motion_file]
+            check_unique_keys("<motions>", [m.key for m in motions])
+        else:
+            motions = load_motion_file(motion_file)
+        if not motions:
+            raise ValueError("MotionLibrary needs at least one motion")
+        self.device = torch.device(device)
+        self.keys: List[str] = [m.key for m in motions]
+        self.num_motions = len(motions)
+        self.fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
+        self.num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
+        self.lengths = (self.num_frames - 1).to(torch.float32) / self.fps
+        self.frame_start = torch.cumsum(self.num_frames, 0) - self.num_frames
+        self.sampling_weights = torch.full((self.num_motions,), 1.0 / self.num_motions, device=self.device)
+
+        parts: Dict[str, List[Tensor]] = {name: [] for name in _FRAME_FIELDS}
+        for group in _chunk_motions(motions, _CHUNK_FRAMES):
+            frames = self._frames_of(group, fix_height)
+            for name in _FRAME_FIELDS:
+                parts[name].append(frames[name])
+        self.body_pos = torch.cat(parts["body_pos"])
+        self.body_rot = torch.cat(parts["body_rot"])
+        self.body_vel = torch.cat(parts["body_vel"])
+        self.body_angvel = torch.cat(parts["body_angvel"])
+        self.dof_pos = torch.cat(parts["dof_pos"])
+        self.dof_vel = torch.cat(parts["dof_vel"])
+
+    def _frames_of(self, motions: Sequence[RawMotion], fix_height: bool) -> Dict[str, Tensor]:
+        """Per-frame buffers for a group of motions, computed on the library's device in float32."""
+
+        def cat(name: str) -> Tensor:
+            return torch.cat([torch.tensor(getattr(m, name), dtype=torch.float32) for m in motions]).to(self.device)
+
+        fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
+        num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
+        return compute_motion_frames(cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height)
+
+    @property
+    def total_frames(self) -> int:
+        """Number of frames over all motions."""
+        return int(self.body_pos.shape[0])
+
+    def set_sampling_weights(self, weights: Tensor) -> None:
+        """Replace the sampling weights (need not sum to 1).
+
+        Args:
+            weights: ``[M]`` finite, non-negative, not all zero.
+
+        Raises:
+            ValueError: wrong shape, negative, non-finite or all-zero weights.
+        """
+        weights = torch.as_tensor(weights, dtype=torch.float32).to(self.device)
+        if weights.shape != (self.num_motions,):
+            raise ValueError(f"sampling weights must have shape [{self.num_motions}], got {list(weights.shape)}")
+        if not bool(torch.isfinite(weights).all()):
+            raise ValueError("sampling weights must be finite")
+        if bool((weights < 0).any()):
+            raise ValueError("sampling weights must be non-negative")
+        if not bool((weights > 0).any()):
+            raise ValueError("sampling weights must not all be zero")
+        self.sampling_weights = weights.clone()
+
+    def sample_motions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Draw ``n`` motion ids ``[n]`` (long) with replacement, with probability ∝ :attr:`sampling_weights`.
+
+        ``generator`` must live on the library's device.
+        """
+        return torch.multinomial(self.sampling_weights, n, replacement=True, generator=generator)
+
+    def sample_times(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Uniform start times ``[n]`` in ``[0, length)`` seconds of each given motion."""
+        ids = motion_ids.to(self.device, torch.long)
+        u = torch.rand(ids.shape, generator=generator, device=self.device)
+        return u * self.lengths[ids]
+
+    def get_state(self, motion_ids: Tensor, times: Tensor) -> SimState:
+        """Reference state of each ``(motion, time)`` pair, interpolated between the two nearest frames.
+
+        Args:
+            motion_ids: ``[n]`` long motion indices.
+            times: ``[n]`` seconds, clamped to ``[0, length]`` of each motion.
+
+        Returns:
+            :class:`~phc_lightning.sim.base.SimState` with ``n`` rows: positions, velocities and hinge angles
+            linearly interpolated (hinge angles along the short way round), rotations slerped.
+        """
+        ids = motion_ids.to(self.device, torch.long)
+        t = torch.minimum(times.to(self.device, torch.float32).clamp_min(0.0), self.lengths[ids])
+        phase = t * self.fps[ids]
+        last = self.num_frames[ids] - 1
+        f0 = torch.minimum(torch.floor(phase + _FRAME_SNAP).long(), last)
+        f1 = torch.minimum(f0 + 1, last)
+        blend = (phase - f0).clamp(0.0, 1.0)
+        g0 = self.frame_start[ids] + f0
+        g1 = self.frame_start[ids] + f1
+
+        def lerp(buf: Tensor) -> Tensor:
+            w = blend.view((-1,) + (1,) * (buf.dim() - 1))
+            return torch.lerp(buf[g0], buf[g1], w)
+
+        dof0 = self.dof_pos[g0]
+        dof_pos = dof0 + wrap_angle(self.dof_pos[g1] - dof0) * blend[:, None]
+        return SimState(
+            body_pos=lerp(self.body_pos),
+            body_rot=slerp(self.body_rot[g0], self.body_rot[g1], blend[:, None].expand(-1, skeleton.NUM_BODIES)),
+            body_vel=lerp(self.body_vel),
+            body_angvel=lerp(self.body_angvel),
+            dof_pos=dof_pos,
+            dof_vel=lerp(self.dof_vel),
+        )
+
+
+def _chunk_motions(motions: Sequence[RawMotion], max_frames: int) -> List[List[RawMotion]]:
+    """Split motions (in order) into groups of at most ``max_frames`` frames (a longer motion is its own group)."""
+    groups: List[List[RawMotion]] = [[]]
+    frames = 0
+    for m in motions:
+        if groups[-1] and frames + m.num_frames > max_frames:
+            groups.append([])
+            frames = 0
+        groups[-1].append(m)
+        frames += m.num_frames
+    return groups
