@@ -1,0 +1,89 @@
+"""Configuration of the tracking task: reward weights and sharpness, termination distances.
+
+Defaults are PHC / puffer-phc's. Field names follow PHC's ``reward_specs`` (``w_*`` weights, ``k_*``
+sharpness), so a PHC user finds them; :meth:`TaskConfig.reward_terms` turns them into the term table the
+env evaluates (mjlab style), so changing a weight is a config edit, e.g. ``--data.task.w_pos 0.6``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Dict
+
+from phc_lightning.task.rewards import (
+    RewardTerm,
+    body_angvel_reward,
+    body_pos_reward,
+    body_rot_reward,
+    body_vel_reward,
+    power_penalty,
+)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Reward and termination settings of :class:`phc_lightning.task.env.HumanoidTracking` (read-only after use).
+
+    Attributes:
+        w_pos: weight of the body position term.
+        k_pos: sharpness of the body position term, 1/m².
+        w_rot: weight of the body rotation term.
+        k_rot: sharpness of the body rotation term, 1/rad².
+        w_vel: weight of the body linear velocity term.
+        k_vel: sharpness of the body linear velocity term, s²/m².
+        w_ang_vel: weight of the body angular velocity term.
+        k_ang_vel: sharpness of the body angular velocity term, s²/rad².
+        power_coef: weight of the power penalty (reward −power_coef·Σ|τ·q̇|); 0 disables it.
+        power_free_steps: first steps of an episode exempt from the power penalty.
+        enable_early_termination: end training episodes when tracking fails (PHC default True).
+        termination_distance: training failure when any body is farther than this from the reference, m.
+        eval_failure_distance: evaluation failure when the mean over the 20 eval bodies exceeds this, m.
+        termination_grace_steps: failure is only tested once more than this many steps ran (PHC: 1).
+    """
+
+    w_pos: float = 0.5
+    k_pos: float = 100.0
+    w_rot: float = 0.3
+    k_rot: float = 10.0
+    w_vel: float = 0.1
+    k_vel: float = 0.1
+    w_ang_vel: float = 0.1
+    k_ang_vel: float = 0.1
+    power_coef: float = 0.0005
+    power_free_steps: int = 3
+    enable_early_termination: bool = True
+    termination_distance: float = 0.25
+    eval_failure_distance: float = 0.5
+    termination_grace_steps: int = 1
+
+    def __post_init__(self) -> None:
+        """Reject values that would silently give a meaningless reward or termination."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                continue
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"TaskConfig.{f.name}: must be a finite number >= 0, got {value!r}")
+        for name in ("termination_distance", "eval_failure_distance"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TaskConfig.{name}: must be > 0 metres, got {getattr(self, name)!r}")
+
+    def reward_terms(self) -> Dict[str, RewardTerm]:
+        """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""
+        terms = {
+            "body_pos": RewardTerm(body_pos_reward, self.w_pos, ("body_pos", "ref_body_pos"), {"k": self.k_pos}),
+            "body_rot": RewardTerm(body_rot_reward, self.w_rot, ("body_rot", "ref_body_rot"), {"k": self.k_rot}),
+            "body_vel": RewardTerm(body_vel_reward, self.w_vel, ("body_vel", "ref_body_vel"), {"k": self.k_vel}),
+            "body_angvel": RewardTerm(
+                body_angvel_reward, self.w_ang_vel, ("body_angvel", "ref_body_angvel"), {"k": self.k_ang_vel}
+            ),
+        }
+        if self.power_coef > 0:
+            terms["power"] = RewardTerm(
+                power_penalty,
+                self.power_coef,
+                ("actuator_forces", "dof_vel", "progress"),
+                {"free_steps": self.power_free_steps},
+            )
+        return terms

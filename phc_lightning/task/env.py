@@ -1,0 +1,279 @@
+"""``HumanoidTracking``: the PHC motion-tracking task on top of any :class:`~phc_lightning.sim.base.PhysicsBackend`.
+
+One control step (30 Hz), all envs batched on ``device``:
+
+1. actions → PD targets (:mod:`phc_lightning.task.actions`) → ``backend.step``;
+2. the reference time advances by ``control_dt``; reward and failure compare the sim with the reference
+   at that time;
+3. ``terminated`` = tracking failure, ``truncated`` = motion over (or the backend flagged the env unstable);
+4. the observation is taken against the *next* reference frame (``t + dt``); finished envs are reset
+   (reference state init) and their observation replaced, the pre-reset one is kept in ``final_obs``.
+
+Train mode starts episodes at a random time of each env's motion; eval mode starts at ``t = 0`` and plays the
+motion to its end, failing on the 20-body mean distance rule. An env keeps its motion across resets until
+:meth:`HumanoidTracking.assign_motions` gives it another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Dict, Optional
+
+import torch
+
+from phc_lightning import skeleton
+from phc_lightning.sim.base import PhysicsBackend, SimState
+from phc_lightning.task.actions import action_scale, actions_to_pd_targets
+from phc_lightning.task.config import TaskConfig
+from phc_lightning.task.observations import OBS_DIM, compute_obs
+from phc_lightning.task.rewards import RewardManager, reward_inputs
+from phc_lightning.task.terminations import eval_failure, motion_finished, train_failure
+
+if TYPE_CHECKING:
+    from phc_lightning.motion.library import MotionLibrary
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class StepResult:
+    """What :meth:`HumanoidTracking.step` returns (N envs, K of which finished this step).
+
+    Attributes:
+        obs: ``(N, 934)`` observation to act on next, after the auto-reset of finished envs.
+        reward: ``(N,)`` total reward of this step.
+        terminated: ``(N,)`` bool, tracking failure (do not bootstrap).
+        truncated: ``(N,)`` bool, motion completed or env reset for instability (bootstrap from ``final_obs``).
+        final_obs: ``(N, 934)`` observation at the end of the step before the auto-reset (== ``obs`` where not done).
+        info: ``rewards/<term>`` ``(N,)`` weighted term values; ``episode_return`` / ``episode_length`` /
+            ``done_env_ids`` ``(K,)``; ``unstable`` ``(N,)`` bool; ``body_pos`` / ``ref_body_pos`` ``(N, 24, 3)``
+            sim and reference positions at this step, before the auto-reset.
+    """
+
+    obs: Tensor
+    reward: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    final_obs: Tensor
+    info: Dict[str, Tensor] = field(default_factory=dict)
+
+
+def _canonical(device: object) -> torch.device:
+    """``device`` with its index filled in, so that ``"cuda"`` and ``"cuda:0"`` compare equal."""
+    return torch.empty(0, device=torch.device(device)).device
+
+
+def _rows(state: SimState, env_ids: Tensor) -> SimState:
+    """The rows ``env_ids`` of every field of ``state``."""
+    return SimState(**{name: getattr(state, name)[env_ids] for name in SimState.__dataclass_fields__})
+
+
+class HumanoidTracking:
+    """N humanoids tracking reference motions; see the module docstring for the step order.
+
+    Attributes:
+        num_envs: number of envs N (the backend's).
+        obs_dim: 934.
+        action_dim: 69.
+        device: where every tensor lives (the backend's device).
+        motion_ids: ``(N,)`` long, the motion each env tracks.
+        motion_times: ``(N,)`` float, the reference time the sim is matched against (seconds).
+        progress: ``(N,)`` long, control steps since the env's last reset.
+        eval_mode: whether episodes start at t = 0 and fail by the evaluation rule.
+        obs: ``(N, 934)`` the last observation returned by :meth:`reset` / :meth:`step`.
+    """
+
+    obs_dim: int = OBS_DIM
+    action_dim: int = skeleton.NUM_DOFS
+
+    def __init__(
+        self,
+        backend: PhysicsBackend,
+        motions: MotionLibrary,
+        config: TaskConfig = TaskConfig(),  # noqa: B008 (frozen dataclass: a shared default is safe)
+        seed: int = 0,
+    ) -> None:
+        """Bind a backend and a motion library; each env draws a motion. Call :meth:`reset` before stepping.
+
+        Args:
+            backend: physics of N humanoids; its device is the task's device.
+            motions: reference motions, on the same device as the backend.
+            config: reward weights and termination distances.
+            seed: seed of the generator behind motion draws and random start times.
+        """
+        self.backend = backend
+        self.motions = motions
+        self.config = config
+        self.num_envs = int(backend.num_envs)
+        self.device = _canonical(backend.device)
+        if _canonical(motions.device) != self.device:
+            raise ValueError(f"HumanoidTracking: motion library on {motions.device} but backend on {self.device}")
+        self.control_dt = float(backend.control_dt)
+        self.eval_mode = False
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+        self.reward_manager = RewardManager(config.reward_terms())
+        self._action_scale = action_scale(self.device)
+
+        n = self.num_envs
+        self.motion_ids = motions.sample_motions(n, generator=self.generator).to(self.device, torch.long)
+        self.motion_start_times = torch.zeros(n, device=self.device)
+        self.motion_times = torch.zeros(n, device=self.device)
+        self.progress = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.episode_return = torch.zeros(n, device=self.device)
+        self.episode_length = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.obs = torch.zeros(n, self.obs_dim, device=self.device)
+
+    # ------------------------------------------------------------------ public API
+
+    def reset(self, env_ids: Optional[Tensor] = None) -> Tensor:
+        """Reference-state-init envs ``env_ids`` (all if None) and return the observation of *all* envs ``(N, 934)``.
+
+        Train mode starts each env at a random time of its own motion; eval mode at t = 0.
+        """
+        env_ids = self._as_env_ids(env_ids)
+        self._reset_envs(env_ids)
+        self.obs = self._observe(self.backend.state())
+        return self.obs
+
+    def step(self, actions: Tensor) -> StepResult:
+        """Advance every env one control step with ``actions (N, 69)`` in [-1, 1] (clipped); see module docstring."""
+        if tuple(actions.shape) != (self.num_envs, self.action_dim):
+            raise ValueError(
+                f"HumanoidTracking.step: actions must have shape ({self.num_envs}, {self.action_dim}), "
+                f"got {tuple(actions.shape)}"
+            )
+        self.backend.step(actions_to_pd_targets(actions.to(self.device, torch.float32), self._action_scale))
+        self.progress += 1
+        # Time from the step count, not summed increments, so it never drifts over long motions.
+        elapsed = self.progress.to(self.motion_times.dtype)
+        torch.add(self.motion_start_times, elapsed, alpha=self.control_dt, out=self.motion_times)
+
+        sim = self.backend.state()
+        ref = self.motions.get_state(self.motion_ids, self.motion_times)
+        inputs = reward_inputs(sim, ref, self.backend.actuator_forces(), self.progress)
+        reward, terms = self.reward_manager.compute(inputs)
+
+        terminated = self._failed(sim.body_pos, ref.body_pos)
+        truncated = motion_finished(self.motion_times, self.motions.lengths[self.motion_ids]) & ~terminated
+        # An env the backend had to rescue carries meaningless numbers: end it as a time limit, reward 0.
+        unstable = self.backend.unstable().to(self.device, torch.bool)
+        terminated = terminated & ~unstable
+        truncated = truncated | unstable
+        reward = torch.where(unstable, torch.zeros_like(reward), reward)
+        terms = {name: torch.where(unstable, torch.zeros_like(v), v) for name, v in terms.items()}
+
+        final_obs = self._observe(sim)
+        final_obs = torch.where(unstable.unsqueeze(-1), torch.nan_to_num(final_obs, 0.0, 0.0, 0.0), final_obs)
+        info: Dict[str, Tensor] = {f"rewards/{name}": value for name, value in terms.items()}
+        info["unstable"] = unstable
+        # Clone: a backend may hand out views of buffers that the auto-reset below overwrites.
+        info["body_pos"] = sim.body_pos.clone()
+        info["ref_body_pos"] = ref.body_pos
+
+        self.episode_return += reward
+        self.episode_length += 1
+        done_env_ids = (terminated | truncated).nonzero(as_tuple=False).squeeze(-1)
+        info["done_env_ids"] = done_env_ids
+        info["episode_return"] = self.episode_return[done_env_ids]
+        info["episode_length"] = self.episode_length[done_env_ids]
+
+        obs = final_obs
+        if done_env_ids.numel() > 0:
+            self._reset_envs(done_env_ids)
+            obs = final_obs.clone()
+            obs[done_env_ids] = self._observe(self.backend.state(), done_env_ids)
+        self.obs = obs
+        return StepResult(obs, reward, terminated, truncated, final_obs, info)
+
+    def set_eval(self, enabled: bool) -> None:
+        """Switch between train and eval rules.
+
+        The failure rule changes at once; start times change at the next reset, so call :meth:`reset` or
+        :meth:`assign_motions` afterwards to start every episode as the new mode expects.
+        """
+        self.eval_mode = bool(enabled)
+
+    def assign_motions(self, motion_ids: Tensor, env_ids: Optional[Tensor] = None) -> Tensor:
+        """Give envs ``env_ids`` (all if None) the motions ``motion_ids``, reset them, return all obs ``(N, 934)``."""
+        env_ids = self._as_env_ids(env_ids)
+        motion_ids = torch.as_tensor(motion_ids, device=self.device).long().reshape(-1)
+        if motion_ids.shape != env_ids.shape:
+            raise ValueError(
+                f"HumanoidTracking.assign_motions: {motion_ids.numel()} motion ids for {env_ids.numel()} envs"
+            )
+        if motion_ids.numel() and (motion_ids.min() < 0 or motion_ids.max() >= self.motions.num_motions):
+            raise ValueError(
+                f"HumanoidTracking.assign_motions: motion ids must be in [0, {self.motions.num_motions}), "
+                f"got [{int(motion_ids.min())}, {int(motion_ids.max())}]"
+            )
+        self.motion_ids[env_ids] = motion_ids
+        return self.reset(env_ids)
+
+    def rng_state(self) -> Tensor:
+        """State of the generator behind motion draws and random start times (a CPU byte tensor)."""
+        return self.generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        """Restore a state from :meth:`rng_state` (e.g. when resuming from a checkpoint)."""
+        self.generator.set_state(state.cpu())
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _all_env_ids(self) -> Tensor:
+        return torch.arange(self.num_envs, device=self.device)
+
+    def _as_env_ids(self, env_ids: Optional[Tensor]) -> Tensor:
+        if env_ids is None:
+            return self._all_env_ids()
+        env_ids = torch.as_tensor(env_ids, device=self.device).long().reshape(-1)
+        if env_ids.numel() and (env_ids.min() < 0 or env_ids.max() >= self.num_envs):
+            raise ValueError(f"HumanoidTracking: env ids must be in [0, {self.num_envs}), got {env_ids.tolist()}")
+        return env_ids
+
+    def _reset_envs(self, env_ids: Tensor) -> None:
+        """Put envs on their reference at the start time (random in train, 0 in eval); clear episode counters."""
+        if env_ids.numel() == 0:
+            return
+        ids = self.motion_ids[env_ids]
+        if self.eval_mode:
+            times = torch.zeros(env_ids.numel(), device=self.device)
+        else:
+            times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
+        self.motion_start_times[env_ids] = times
+        self.motion_times[env_ids] = times
+        self.progress[env_ids] = 0
+        self.episode_return[env_ids] = 0.0
+        self.episode_length[env_ids] = 0
+        ref = self.motions.get_state(ids, times)
+        self.backend.set_state(
+            env_ids,
+            ref.body_pos[:, 0],
+            ref.body_rot[:, 0],
+            ref.body_vel[:, 0],
+            ref.body_angvel[:, 0],
+            ref.dof_pos,
+            ref.dof_vel,
+        )
+
+    def _observe(self, sim: SimState, env_ids: Optional[Tensor] = None) -> Tensor:
+        """Observation ``(K, 934)`` of envs ``env_ids`` (all if None) against the next reference frame (t + dt)."""
+        if env_ids is None:
+            return compute_obs(sim, self.motions.get_state(self.motion_ids, self.motion_times + self.control_dt))
+        ref_next = self.motions.get_state(self.motion_ids[env_ids], self.motion_times[env_ids] + self.control_dt)
+        return compute_obs(_rows(sim, env_ids), ref_next)
+
+    def _failed(self, body_pos: Tensor, ref_body_pos: Tensor) -> Tensor:
+        """``(N,)`` bool tracking failure under the current mode's rule, after the grace steps."""
+        cfg = self.config
+        if self.eval_mode:
+            failed = eval_failure(body_pos, ref_body_pos, skeleton.EVAL_BODIES, cfg.eval_failure_distance)
+        elif cfg.enable_early_termination:
+            failed = train_failure(body_pos, ref_body_pos, cfg.termination_distance)
+        else:
+            failed = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return failed & (self.progress > cfg.termination_grace_steps)
