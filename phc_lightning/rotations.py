@@ -6,6 +6,8 @@ All functions take torch tensors with the quaternion in the last dimension and b
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 Tensor = torch.Tensor
@@ -64,7 +66,7 @@ def quat_from_axis_angle(axis: Tensor, angle: Tensor) -> Tensor:
     return torch.cat([axis * torch.sin(half), torch.cos(half)], dim=-1)
 
 
-def quat_to_angle_axis(q: Tensor) -> "tuple[Tensor, Tensor]":
+def quat_to_angle_axis(q: Tensor) -> Tuple[Tensor, Tensor]:
     """Angle in [0, pi] and unit axis of each rotation (axis is x for the identity)."""
     q = quat_normalize(q)
     q = torch.where(q[..., 3:4] < 0, -q, q)  # pick the short way round

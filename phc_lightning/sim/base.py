@@ -94,5 +94,5 @@ class PhysicsBackend(abc.ABC):
     def unstable(self) -> Tensor:
         """``(N,)`` bool: envs that went NaN or exploded in the last :meth:`step` (the caller resets them)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for backends with nothing to release
         """Release threads and native memory."""

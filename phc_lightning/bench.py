@@ -1,0 +1,109 @@
+"""``phc bench``: speed ratios measured in one run (absolute numbers on shared machines are noise).
+
+- ``env``: env-steps/s of the full tracking env (PD step + state readout + reference lookup + obs + reward +
+  resets) against raw MuJoCo stepping of the same model, same N, same substeps; measurements are interleaved and
+  the median of each is reported with their ratio.
+- ``train``: training env-steps/s of a config (collect + learn) against env-only stepping of the same env, with the
+  time split that tells what dominates.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Dict, List, Optional
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from phc_lightning import skeleton
+from phc_lightning.motion import BUNDLED_MOTIONS
+from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.sim.factory import make_backend
+from phc_lightning.sim.raw_bench import raw_physics_steps_per_second
+from phc_lightning.task.env import HumanoidTracking
+
+
+def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
+    """Env-steps/s of ``env.step`` with random actions (or ``policy`` actions, forward pass included)."""
+    gen = torch.Generator().manual_seed(0)
+    obs = env.reset()
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        if policy is None:
+            actions = torch.rand(env.num_envs, env.action_dim, generator=gen) * 0.2 - 0.1
+        else:
+            with torch.no_grad():
+                actions, _, _ = policy.act(obs)
+        obs = env.step(actions).obs
+    return env.num_envs * num_steps / (time.perf_counter() - start)
+
+
+def bench_env(num_envs_list: List[int], num_steps: int, repeats: int, num_threads: Optional[int]) -> List[Dict]:
+    """Print and return task-env vs raw-physics env-steps/s for each N."""
+    motions = MotionLibrary(BUNDLED_MOTIONS)
+    rows = []
+    for n in num_envs_list:
+        env = HumanoidTracking(make_backend("mujoco", n, num_threads=num_threads), motions)
+        env_steps_per_second(env, 5)  # warm-up: thread pool start, first allocations
+        task, raw = [], []
+        for _ in range(repeats):
+            raw.append(raw_physics_steps_per_second(n, skeleton.SUBSTEPS, num_steps, num_threads))
+            task.append(env_steps_per_second(env, num_steps))
+        env.close()
+        row = {"num_envs": n, "task_sps": statistics.median(task), "raw_sps": statistics.median(raw)}
+        row["ratio"] = row["task_sps"] / row["raw_sps"]
+        rows.append(row)
+    table = Table(title=f"phc bench env ({skeleton.SUBSTEPS} substeps of {skeleton.PHYSICS_DT:.5f} s per env step)")
+    for col in ("num_envs", "task env steps/s", "raw physics steps/s", "task / raw"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["num_envs"]), f"{r['task_sps']:.0f}", f"{r['raw_sps']:.0f}", f"{r['ratio']:.3f}")
+    Console().print(table)
+    return rows
+
+
+def bench_train(config: str, epochs: int) -> Dict[str, float]:
+    """Print and return training SPS vs env-only SPS of the same config, plus the collect/learn split."""
+    import lightning as L
+
+    from phc_lightning.cli import run_cli
+
+    cli = run_cli(["--config", config, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+                   "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", str(epochs),
+                   "--trainer.check_val_every_n_epoch", str(10**6)], run=False)
+    timings: List[Dict[str, float]] = []
+
+    class _Record(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            s = trainer.datamodule.rollout.stats
+            timings.append({"steps": s.env_steps, "collect": s.collect_time, "learn": s.learn_time})
+
+    cli.trainer.callbacks.append(_Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    measured = timings[1:] if len(timings) > 1 else timings  # epoch 0 pays for start-up
+    steps = sum(t["steps"] for t in measured)
+    collect = sum(t["collect"] for t in measured)
+    learn = sum(t["learn"] for t in measured)
+    dm = cli.datamodule
+    dm.setup("fit")
+    env_only = env_steps_per_second(dm.env, dm.hparams.horizon)
+    policy_env = env_steps_per_second(dm.env, dm.hparams.horizon, policy=cli.model)
+    dm.env.close()
+    train_sps = steps / (collect + learn)
+    out = {
+        "train_sps": train_sps,
+        "env_only_sps": env_only,
+        "env_with_policy_sps": policy_env,
+        "ratio": train_sps / env_only,
+        "collect_fraction": collect / (collect + learn),
+        "learn_fraction": learn / (collect + learn),
+    }
+    table = Table(title=f"phc bench train --config {config} ({len(measured)} measured epochs)")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for k, v in out.items():
+        table.add_row(k, f"{v:.3f}" if v < 10 else f"{v:.0f}")
+    Console().print(table)
+    return out

@@ -1,0 +1,100 @@
+"""The ``phc`` command: LightningCLI for ``fit`` / ``validate`` plus the ``motions`` and ``bench`` verbs.
+
+Usage:
+    phc fit --config configs/phc.yaml [--model.learning_rate 3e-4 ...]
+    phc validate --config configs/phc.yaml --ckpt_path CKPT [--data.motion_file FILE]
+    phc motions info FILE
+    phc bench env [--num_envs 512]
+    phc bench train --config configs/phc.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from typing import List, Optional
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from phc_lightning.data import PHCDataModule
+from phc_lightning.errors import ConfigError
+from phc_lightning.module import PHCModule
+from phc_lightning.motion.formats import MotionFileError
+
+# Errors caused by what the user gave us: one line and exit code 2, not a traceback.
+USER_ERRORS = (MotionFileError, ConfigError, FileNotFoundError)
+
+
+class PHCCLI(LightningCLI):
+    """LightningCLI with env-derived sizes linked into the model."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Obs/action sizes come from the data side, so configs never repeat them."""
+        parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
+        parser.link_arguments("data.action_dim", "model.action_dim", apply_on="instantiate")
+
+
+def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
+    """Build (and by default run) the Lightning CLI on ``args``."""
+    return PHCCLI(
+        PHCModule,
+        PHCDataModule,
+        args=args,
+        run=run,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},  # resuming into the same run directory must not fail
+        trainer_defaults={"max_epochs": -1, "num_sanity_val_steps": 0, "default_root_dir": "runs"},
+    )
+
+
+def _extra_verbs(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="phc")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    motions = verbs.add_parser("motions", help="inspect motion files").add_subparsers(dest="action", required=True)
+    info = motions.add_parser("info", help="motion count, frames, fps and duration of a motion file")
+    info.add_argument("file")
+    bench = verbs.add_parser("bench", help="speed benchmarks (ratios measured in one run)")
+    bench_verbs = bench.add_subparsers(dest="action", required=True)
+    env = bench_verbs.add_parser("env", help="task env vs raw physics env-steps/s")
+    env.add_argument("--num_envs", type=int, nargs="+", default=[256, 512, 1024])
+    env.add_argument("--steps", type=int, default=60, help="env steps per measurement")
+    env.add_argument("--repeats", type=int, default=3, help="interleaved measurements; the median is reported")
+    env.add_argument("--num_threads", type=int, default=None)
+    train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
+    train.add_argument("--config", required=True)
+    train.add_argument("--epochs", type=int, default=6)
+    ns = parser.parse_args(argv)
+    if ns.verb == "motions":
+        from phc_lightning.motion.info import print_motion_info
+
+        print_motion_info(ns.file)
+        return 0
+    from phc_lightning import bench as benchmarks
+
+    if ns.action == "env":
+        benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads)
+    else:
+        benchmarks.bench_train(ns.config, ns.epochs)
+    return 0
+
+
+# Lightning notices that are expected with this design (an exact-length IterableDataset for evaluation).
+warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Console entry point ``phc``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv and argv[0] in ("motions", "bench"):
+            sys.exit(_extra_verbs(argv))
+        run_cli(args)  # None: LightningCLI reads sys.argv itself
+    except USER_ERRORS as err:
+        print(f"phc: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

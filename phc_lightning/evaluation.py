@@ -1,0 +1,124 @@
+"""The evaluation rollout: every motion exactly once, full length, from t=0, deterministic actions.
+
+Motions are played in chunks of ``num_envs`` (all envs step together; envs beyond the last motion of a chunk
+replay motions whose results are discarded). Each yielded item is one chunk's finished trajectories; the module
+turns them into metrics (``validation_step``), so evaluation runs through Lightning's own validation loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+from torch.utils.data import IterableDataset
+
+from phc_lightning.eval_metrics import motion_errors
+from phc_lightning.task.env import HumanoidTracking
+
+Tensor = torch.Tensor
+
+
+@torch.no_grad()
+def play_motions(env: HumanoidTracking, module: torch.nn.Module, motion_ids: Tensor) -> Dict[str, Tensor]:
+    """Play ``motion_ids [K]`` (K <= num_envs) once each from t=0 until each ends or fails.
+
+    Returns:
+        ``motion_ids [K]``; ``pred`` / ``gt`` body positions ``[K, S, 24, 3]`` (S = longest episode in steps;
+        rows past an env's own length are zero); ``lengths [K]`` steps played; ``success [K]`` bool (the motion
+        reached its last frame without the 20-body mean error exceeding the failure distance).
+    """
+    num = motion_ids.numel()
+    n = env.num_envs
+    if num > n:
+        raise ValueError(f"play_motions got {num} motions for {n} envs")
+    # Fill spare envs with the chunk's own motions so every env runs something valid.
+    fill = motion_ids[torch.arange(n, device=motion_ids.device) % num]
+    obs = env.assign_motions(fill.to(env.device))
+    frames = env.motions.num_frames[fill.to(env.motions.num_frames.device)].to(env.device)
+    fps = env.motions.fps[fill.to(env.motions.fps.device)].to(env.device)
+    # Steps to play a motion to its end at the control rate (the env truncates once time >= length).
+    max_steps = int(torch.ceil((frames - 1).float() / fps / env.control_dt).max().item()) + 2
+    active = torch.ones(n, dtype=torch.bool, device=env.device)
+    success = torch.zeros(n, dtype=torch.bool, device=env.device)
+    lengths = torch.zeros(n, dtype=torch.long, device=env.device)
+    pred, gt = [], []
+    device = next(module.parameters()).device
+    for _ in range(max_steps):
+        actions, _, _ = module.act(obs.to(device), deterministic=True)
+        result = env.step(actions.to(env.device))
+        keep = active[:, None, None]  # finished envs were auto-reset: their later frames are padding
+        pred.append(torch.where(keep, result.info["body_pos"], torch.zeros_like(result.info["body_pos"])))
+        gt.append(torch.where(keep, result.info["ref_body_pos"], torch.zeros_like(result.info["ref_body_pos"])))
+        lengths += active.long()
+        finished = active & (result.terminated | result.truncated)
+        # A motion succeeds only if it ran out by reaching its end, not by failing or by a physics reset.
+        reached_end = result.truncated & ~result.terminated & ~result.info["unstable"]
+        success |= finished & reached_end
+        active &= ~finished
+        obs = result.obs
+        if not bool(active.any()):
+            break
+    return {
+        "motion_ids": motion_ids,
+        "pred": torch.stack(pred, dim=1)[:num],
+        "gt": torch.stack(gt, dim=1)[:num],
+        "lengths": lengths[:num],
+        "success": success[:num],
+    }
+
+
+class EvalDataset(IterableDataset):
+    """Yields :func:`play_motions` results chunk by chunk until every motion was played once.
+
+    Args:
+        env: the tracking env; it is switched to eval mode for the pass and back to training mode after.
+        get_module: returns the current policy module.
+        on_done: called after the pass (e.g. so the training rollout restarts from fresh resets).
+    """
+
+    def __init__(
+        self,
+        env: HumanoidTracking,
+        get_module: Callable[[], torch.nn.Module],
+        on_done: Optional[Callable[[], None]] = None,
+    ) -> None:
+        super().__init__()
+        self.env = env
+        self.get_module = get_module
+        self.on_done = on_done
+
+    def __len__(self) -> int:
+        # Exact, so Lightning neither skips nor truncates the evaluation.
+        return -(-self.env.motions.num_motions // self.env.num_envs)
+
+    def __iter__(self) -> Iterator[Dict[str, Tensor]]:
+        module = self.get_module()
+        saved_ids = self.env.motion_ids.clone()
+        self.env.set_eval(True)
+        try:
+            all_ids = torch.arange(self.env.motions.num_motions)
+            for chunk in all_ids.split(self.env.num_envs):
+                yield play_motions(self.env, module, chunk)
+        finally:
+            self.env.set_eval(False)
+            self.env.assign_motions(saved_ids)
+            if self.on_done is not None:
+                self.on_done()
+
+
+def per_motion_rows(result: Dict[str, Tensor]) -> List[Dict[str, float]]:
+    """One row per played motion: id, steps played, success and its mean errors (mm) over its own frames."""
+    rows = []
+    for i in range(result["motion_ids"].numel()):
+        steps = int(result["lengths"][i])
+        errors = motion_errors(result["pred"][i, :steps], result["gt"][i, :steps])
+        rows.append(
+            {
+                "motion_id": int(result["motion_ids"][i]),
+                "steps_played": steps,
+                "success": bool(result["success"][i]),
+                **{name: float(errors[name].mean()) if errors[name].numel() else float("nan")
+                   for name in ("mpjpe_g", "mpjpe_l", "mpjpe_pa")},
+            }
+        )
+    return rows

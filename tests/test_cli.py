@@ -1,0 +1,80 @@
+"""The ``phc`` command as a user runs it: help, the smoke fit -> validate round trip, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+CMU = ROOT.parent / "shared" / "data" / "cmu_mocap_05_06.pkl"
+
+
+def phc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "phc_lightning.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_help_lists_the_verbs(tmp_path: Path) -> None:
+    out = phc("--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for verb in ("fit", "validate"):
+        assert verb in out.stdout
+
+
+@pytest.mark.slow
+def test_smoke_fit_then_validate_on_its_checkpoint(tmp_path: Path) -> None:
+    fit = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "2", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    last = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    # the final evaluation of fit wrote its files
+    assert list((tmp_path / "runs" / "smoke").rglob("final_motions.csv"))
+
+    val = phc("validate", "--config", SMOKE, "--ckpt_path", str(last), cwd=tmp_path)
+    assert val.returncode == 0, val.stderr[-3000:]
+    assert "PHC evaluation" in val.stdout and "mpjpe_g" in val.stdout
+    csv_path = next((tmp_path / "runs" / "smoke").rglob("validate_motions.csv"))
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) >= 6  # every bundled motion played once
+    assert {"key", "frames", "frames_played", "success", "mpjpe_g"} <= set(rows[0])
+    summary = json.loads(next((tmp_path / "runs" / "smoke").rglob("validate_summary.json")).read_text())
+    assert 0.0 <= summary["success_rate"] <= 1.0
+
+    if CMU.is_file():  # any motion file works for validate
+        cmu = phc("validate", "--config", SMOKE, "--ckpt_path", str(last), "--data.motion_file", str(CMU), cwd=tmp_path)
+        assert cmu.returncode == 0, cmu.stderr[-3000:]
+        assert "1 motions" in cmu.stdout
+
+
+def test_motions_info_on_bundled_file(tmp_path: Path) -> None:
+    from phc_lightning.motion import BUNDLED_MOTIONS
+
+    out = phc("motions", "info", BUNDLED_MOTIONS, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "walk" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("motions", "info", "does_not_exist.npz"), "does_not_exist.npz"),
+        (("motions", "info", "motions.txt"), "motions.txt"),
+        (("fit", "--config", SMOKE, "--data.num_minibatches", "7"), "num_minibatches"),
+        (("fit", "--config", SMOKE, "--data.motion_file", "missing.pkl"), "missing.pkl"),
+        (("fit", "--config", SMOKE, "--model.init_from", "nope.ckpt"), "nope.ckpt"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, needle: str) -> None:
+    (tmp_path / "motions.txt").write_text("not a motion file")
+    out = phc(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    error_lines = [line for line in out.stderr.splitlines() if line.startswith("phc: error:")]
+    assert len(error_lines) == 1 and needle in error_lines[0], out.stderr[-2000:]
