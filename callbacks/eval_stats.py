@@ -63,7 +63,9 @@ class EvalStats(L.Callback):
         dm = trainer.datamodule
         if not self.final or dm is None or getattr(dm, "env", None) is None:
             return
-        summary, rows = pl_module.evaluate(dm.val_dataloader())
+        # Iterate the dataset itself: a DataLoader iterator would draw from the global RNG that the final
+        # checkpoint (saved after this hook) carries, and a resumed run must not see that draw.
+        summary, rows = pl_module.evaluate(dm.val_dataloader().dataset)
         if trainer.logger is not None:
             trainer.logger.log_metrics({"eval/" + k: v for k, v in summary.items()}, step=trainer.global_step)
             trainer.logger.save()

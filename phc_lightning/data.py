@@ -6,10 +6,9 @@ evaluation trajectories (validation).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from phc_lightning import skeleton
@@ -120,9 +119,9 @@ class PHCDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def _after_eval(self) -> None:
-        # Evaluation reset every env; the next training iteration starts from fresh RSI states.
-        if self.rollout is not None:
-            self.rollout.next_obs = None
+        # The env was restored to its pre-evaluation episodes; training continues from their observations.
+        if self.rollout is not None and self.rollout.next_obs is not None:
+            self.rollout.next_obs = self.env.obs
 
     def teardown(self, stage: str) -> None:
         """Close the simulator (threads, native memory)."""
@@ -130,29 +129,22 @@ class PHCDataModule(L.LightningDataModule):
             self.env.close()
             self.env = None
 
-    def state_dict(self) -> dict:
-        """Env-step-independent data state for exact resume: RNG of RSI/motion draws and minibatch shuffling."""
-        out = {}
-        if self.rollout is not None:
-            out["shuffle_rng"] = self.rollout.generator.get_state()
-        if self.env is not None:
-            out["env_rng"] = self.env.rng_state()
-            out["motion_ids"] = self.env.motion_ids.clone()
-        return out
+    def state_dict(self) -> Dict[str, Any]:
+        """What exact resume needs from the data side: env episodes and physics, RNGs of draws and shuffling."""
+        if self.env is None:
+            return {}
+        return {
+            "env": self.env.state_dict(),
+            "shuffle_rng": self.rollout.generator.get_state(),
+            "resume_rollout": self.rollout.next_obs is not None,
+            "motion_weights": self.motions.sampling_weights.cpu().clone(),
+        }
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (called by Lightning on resume, after setup)."""
-        self._pending_state = state
-        self._apply_pending_state()
-
-    def _apply_pending_state(self) -> None:
-        state = getattr(self, "_pending_state", None)
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (Lightning calls this on resume, after :meth:`setup`)."""
         if not state or self.env is None:
             return
-        if "shuffle_rng" in state:
-            self.rollout.generator.set_state(state["shuffle_rng"])
-        if "env_rng" in state:
-            self.env.set_rng_state(state["env_rng"])
-        if "motion_ids" in state:
-            self.env.assign_motions(torch.as_tensor(state["motion_ids"]).long())
-        self._pending_state = None
+        self.env.load_state_dict(state["env"])
+        self.rollout.generator.set_state(state["shuffle_rng"])
+        self.rollout.next_obs = self.env.obs if state["resume_rollout"] else None
+        self.motions.set_sampling_weights(state["motion_weights"])

@@ -87,21 +87,20 @@ class EvalDataset(IterableDataset):
         self.get_module = get_module
         self.on_done = on_done
 
-    def __len__(self) -> int:
-        # Exact, so Lightning neither skips nor truncates the evaluation.
-        return -(-self.env.motions.num_motions // self.env.num_envs)
-
+    # No __len__ on purpose: Lightning then runs the generator to StopIteration, so the clean-up below happens at
+    # a fixed point of the loop instead of whenever the abandoned generator is garbage-collected.
     def __iter__(self) -> Iterator[Dict[str, Tensor]]:
         module = self.get_module()
-        saved_ids = self.env.motion_ids.clone()
+        # Evaluation leaves no trace on training: every episode, the physics and the RNG are put back afterwards,
+        # so a run's training trajectory does not depend on when it was evaluated.
+        saved = self.env.state_dict()
         self.env.set_eval(True)
         try:
             all_ids = torch.arange(self.env.motions.num_motions)
             for chunk in all_ids.split(self.env.num_envs):
                 yield play_motions(self.env, module, chunk)
         finally:
-            self.env.set_eval(False)
-            self.env.assign_motions(saved_ids)
+            self.env.load_state_dict(saved)
             if self.on_done is not None:
                 self.on_done()
 

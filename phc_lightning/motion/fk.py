@@ -6,6 +6,7 @@ identity points exactly as in the rest pose, so ``pos[j] = pos[parent] + R_globa
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -57,3 +58,37 @@ def dof_to_local(root_rot: Tensor, dof_pos: Tensor) -> Tensor:
     """Local rotations ``(..., 24, 4)`` from the root rotation and the 69 hinge angles."""
     hinge = quat_from_euler_xyz(dof_pos.unflatten(-1, (skeleton.NUM_BODIES - 1, 3)))
     return torch.cat([root_rot.unsqueeze(-2), hinge], dim=-2)
+
+
+def continuous_hinge_branch(dof_pos: Tensor, starts: Tensor) -> Tensor:
+    """Keep each joint on one of its two hinge solutions across frames.
+
+    Every rotation has two hinge solutions, ``(a, b, c)`` and ``(a + pi, pi - b, c + pi)``; :func:`local_to_dof`
+    returns the one with ``|b| <= pi/2``, which flips whenever a joint passes 90 degrees about y (a deep knee bend)
+    and would turn into a velocity spike. A flip shows as ``a`` and ``c`` both jumping by about pi between frames;
+    from there on, until the next flip, the other solution is used.
+
+    Args:
+        dof_pos: ``[F, 69]`` angles from :func:`local_to_dof` for consecutive frames.
+        starts: ``[F]`` bool, True at the first frame of each motion (the branch restarts there).
+
+    Returns:
+        ``[F, 69]`` angles describing the same rotations, continuous within each motion.
+    """
+    ang = dof_pos.unflatten(-1, (skeleton.NUM_BODIES - 1, 3))
+    a, b, c = ang.unbind(-1)
+    jump = (_wrap(a[1:] - a[:-1]).abs() > math.pi / 2) & (_wrap(c[1:] - c[:-1]).abs() > math.pi / 2)
+    jump = torch.cat([torch.zeros_like(jump[:1]), jump], dim=0) & ~starts.unsqueeze(-1)
+    # parity of flips since the start of each motion: cumulative count minus the count at the motion's start
+    count = torch.cumsum(jump.long(), dim=0)
+    motion_id = torch.cumsum(starts.long(), dim=0) - 1
+    start_idx = torch.nonzero(starts, as_tuple=False).squeeze(-1)
+    base = (count - jump.long())[start_idx][motion_id]
+    flipped = ((count - base) % 2).bool()
+    alt = torch.stack([_wrap(a + math.pi), _wrap(math.pi - b), _wrap(c + math.pi)], dim=-1)
+    return torch.where(flipped.unsqueeze(-1), alt, ang).flatten(-2)
+
+
+def _wrap(x: Tensor) -> Tensor:
+    """Angles wrapped to [-pi, pi)."""
+    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi

@@ -79,7 +79,9 @@ def compute_motion_frames(
         lowest = lowest.scatter_reduce(0, motion_of_frame, sole_heights(body_pos), reduce="amin")
         body_pos = body_pos.clone()
         body_pos[..., 2] -= lowest[motion_of_frame].unsqueeze(-1)
-    dof_pos = fk.local_to_dof(fk.global_to_local(rot))
+    starts = torch.zeros(root_pos.shape[0], dtype=torch.bool, device=device)
+    starts[torch.cumsum(num_frames, 0) - num_frames] = True
+    dof_pos = fk.continuous_hinge_branch(fk.local_to_dof(fk.global_to_local(rot)), starts)
 
     # Forward differences a -> b = a + 1; a motion's last frame reuses the pair (T-2, T-1).
     ends = torch.cumsum(num_frames, 0) - 1

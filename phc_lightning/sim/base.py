@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Dict
 
 import torch
 
@@ -93,6 +94,15 @@ class PhysicsBackend(abc.ABC):
     @abc.abstractmethod
     def unstable(self) -> Tensor:
         """``(N,)`` bool: envs that went NaN or exploded in the last :meth:`step` (the caller resets them)."""
+
+    @abc.abstractmethod
+    def get_physics_state(self) -> Dict[str, Tensor]:
+        """Everything that determines the next steps of all envs (positions, velocities, solver warm start, last
+        torques), as CPU tensors, so a checkpoint can continue the simulation bit for bit."""
+
+    @abc.abstractmethod
+    def set_physics_state(self, state: Dict[str, Tensor]) -> None:
+        """Restore what :meth:`get_physics_state` returned (same number of envs)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for backends with nothing to release
         """Release threads and native memory."""

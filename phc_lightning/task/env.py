@@ -218,6 +218,31 @@ class HumanoidTracking:
         """Restore a state from :meth:`rng_state` (e.g. when resuming from a checkpoint)."""
         self.generator.set_state(state.cpu())
 
+    # Per-env tensors that, with the physics state, fully determine what the env does next.
+    _STATE_FIELDS = ("motion_ids", "motion_start_times", "motion_times", "progress", "episode_return",
+                     "episode_length", "obs")
+
+    def state_dict(self) -> Dict[str, object]:
+        """Everything needed to continue these episodes exactly (tensors and primitives only)."""
+        state: Dict[str, object] = {name: getattr(self, name).detach().cpu().clone() for name in self._STATE_FIELDS}
+        state["eval_mode"] = self.eval_mode
+        state["rng"] = self.rng_state()
+        state["physics"] = self.backend.get_physics_state()
+        return state
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restore :meth:`state_dict` output from an env with the same number of envs."""
+        for name in self._STATE_FIELDS:
+            value = state[name]
+            current = getattr(self, name)
+            if value.shape != current.shape:
+                raise ValueError(f"HumanoidTracking.load_state_dict: {name} has shape {tuple(value.shape)}, "
+                                 f"this env has {tuple(current.shape)} (different num_envs?)")
+            current.copy_(value.to(current.device))
+        self.eval_mode = bool(state["eval_mode"])
+        self.set_rng_state(state["rng"])
+        self.backend.set_physics_state(state["physics"])
+
     def close(self) -> None:
         """Release the backend."""
         self.backend.close()
