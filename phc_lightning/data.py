@@ -42,6 +42,8 @@ class PHCDataModule(L.LightningDataModule):
         total_timesteps: env steps after which training stops.
         termination_distance: training episode ends when any body is farther than this from the reference (m).
         eval_failure_distance: evaluation failure when the mean distance of 20 bodies exceeds this (m).
+        residual_actions: PD target = next reference hinge angles + scaled action (PHC: false; see TaskConfig).
+        power_coef: weight of the power penalty -coef * sum|torque * joint velocity| (puffer-phc: 0.0005).
         seed: seeds the env (RSI times, motion draws) and the minibatch shuffling.
     """
 
@@ -60,6 +62,8 @@ class PHCDataModule(L.LightningDataModule):
         total_timesteps: int = 500_000_000,
         termination_distance: float = 0.25,
         eval_failure_distance: float = 0.5,
+        residual_actions: bool = False,
+        power_coef: float = 0.0005,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -90,7 +94,12 @@ class PHCDataModule(L.LightningDataModule):
         hp = self.hparams
         self.motions = MotionLibrary(self.motion_file, device="cpu")
         sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
-        task = TaskConfig(termination_distance=hp.termination_distance, eval_failure_distance=hp.eval_failure_distance)
+        task = TaskConfig(
+            termination_distance=hp.termination_distance,
+            eval_failure_distance=hp.eval_failure_distance,
+            residual_actions=hp.residual_actions,
+            power_coef=hp.power_coef,
+        )
         self.env = HumanoidTracking(sim, self.motions, task, seed=hp.seed)
         self.rollout = RolloutDataset(
             self.env,

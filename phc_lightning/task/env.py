@@ -123,6 +123,8 @@ class HumanoidTracking:
         self.episode_return = torch.zeros(n, device=self.device)
         self.episode_length = torch.zeros(n, dtype=torch.long, device=self.device)
         self.obs = torch.zeros(n, self.obs_dim, device=self.device)
+        # hinge angles of the reference frame the current observation targets (for residual actions)
+        self.ref_next_dof_pos = torch.zeros(n, self.action_dim, device=self.device)
 
     # ------------------------------------------------------------------ public API
 
@@ -143,7 +145,10 @@ class HumanoidTracking:
                 f"HumanoidTracking.step: actions must have shape ({self.num_envs}, {self.action_dim}), "
                 f"got {tuple(actions.shape)}"
             )
-        self.backend.step(actions_to_pd_targets(actions.to(self.device, torch.float32), self._action_scale))
+        pd_targets = actions_to_pd_targets(actions.to(self.device, torch.float32), self._action_scale)
+        if self.config.residual_actions:
+            pd_targets = pd_targets + self.ref_next_dof_pos * (self._action_scale != 0)  # frozen DoFs stay at 0
+        self.backend.step(pd_targets)
         self.progress += 1
         # Time from the step count, not summed increments, so it never drifts over long motions.
         elapsed = self.progress.to(self.motion_times.dtype)
@@ -220,7 +225,7 @@ class HumanoidTracking:
 
     # Per-env tensors that, with the physics state, fully determine what the env does next.
     _STATE_FIELDS = ("motion_ids", "motion_start_times", "motion_times", "progress", "episode_return",
-                     "episode_length", "obs")
+                     "episode_length", "obs", "ref_next_dof_pos")
 
     def state_dict(self) -> Dict[str, object]:
         """Everything needed to continue these episodes exactly (tensors and primitives only)."""
@@ -288,8 +293,11 @@ class HumanoidTracking:
     def _observe(self, sim: SimState, env_ids: Optional[Tensor] = None) -> Tensor:
         """Observation ``(K, 934)`` of envs ``env_ids`` (all if None) against the next reference frame (t + dt)."""
         if env_ids is None:
-            return compute_obs(sim, self.motions.get_state(self.motion_ids, self.motion_times + self.control_dt))
+            ref_next = self.motions.get_state(self.motion_ids, self.motion_times + self.control_dt)
+            self.ref_next_dof_pos = ref_next.dof_pos
+            return compute_obs(sim, ref_next)
         ref_next = self.motions.get_state(self.motion_ids[env_ids], self.motion_times[env_ids] + self.control_dt)
+        self.ref_next_dof_pos[env_ids] = ref_next.dof_pos
         return compute_obs(_rows(sim, env_ids), ref_next)
 
     def _failed(self, body_pos: Tensor, ref_body_pos: Tensor) -> Tensor:
