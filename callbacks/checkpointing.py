@@ -42,6 +42,10 @@ class PHCCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=True,
         )
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """From here on a crash has training progress worth saving."""
+        self._training_started = True
+
     def _save_final(self, trainer: L.Trainer) -> None:
         if trainer.global_rank == 0 and self.dirpath is not None:
             os.makedirs(self.dirpath, exist_ok=True)
@@ -54,8 +58,12 @@ class PHCCheckpoint(ModelCheckpoint):
         self._save_final(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        """Ctrl-C or a crash: save what we have rather than lose the interval."""
-        if self.dirpath is not None:
+        """Ctrl-C or a crash: save what we have rather than lose the interval.
+
+        Not before training started: an error while setting up or restoring (say, a resume with other data
+        settings) must not overwrite the ``last.ckpt`` the user is trying to continue from.
+        """
+        if self.dirpath is not None and getattr(self, "_training_started", False):
             self._save_final(trainer)
 
     def state_dict(self) -> Dict[str, Any]:

@@ -153,6 +153,16 @@ class PHCDataModule(L.LightningDataModule):
         """Restore :meth:`state_dict` (Lightning calls this on resume, after :meth:`setup`)."""
         if not state or self.env is None:
             return
+        if self.trainer is not None and self.trainer.state.fn != "fit":
+            return  # validation starts every motion from t=0 and needs none of the training episodes
+        saved_motions = state["motion_weights"].numel()
+        if saved_motions != self.motions.num_motions or state["env"]["obs"].shape[0] != self.env.num_envs:
+            raise ConfigError(
+                f"--ckpt_path: the checkpoint's run had {saved_motions} motions and "
+                f"{state['env']['obs'].shape[0]} envs, this config has {self.motions.num_motions} motions and "
+                f"{self.env.num_envs} envs; resume with the same data settings, or warm-start a new run with "
+                "--model.init_from"
+            )
         self.env.load_state_dict(state["env"])
         self.rollout.generator.set_state(state["shuffle_rng"])
         self.rollout.next_obs = self.env.obs if state["resume_rollout"] else None

@@ -124,3 +124,17 @@ def test_an_exception_in_training_leaves_a_final_checkpoint(tmp_path: Path, monk
     last = tmp_path / "crash" / "runs" / "smoke" / "checkpoints" / "last.ckpt"
     assert last.is_file()
     assert int(torch.load(last, weights_only=True)["state_dict"]["env_steps"]) > 0
+
+
+@pytest.mark.slow
+def test_resuming_with_other_data_settings_fails_clearly_and_keeps_last(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "phc_lightning.cli", "fit", "--config", SMOKE]
+    first = subprocess.run(cmd + ["--trainer.max_epochs", "1"], cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    last = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    other = subprocess.run(cmd + ["--trainer.max_epochs", "3", "--data.num_envs", "4", "--ckpt_path", "last"],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert other.returncode == 2
+    assert "Traceback" not in other.stderr and "phc: error: --ckpt_path" in other.stderr
+    assert last.read_bytes() == before
