@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Dict, List, Optional
@@ -22,17 +23,22 @@ from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.sim.raw_bench import raw_physics_steps_per_second
+from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
+
+# Exploration noise of PHC's fixed log-std (-2.9): the action distribution of a training rollout.
+BENCH_ACTION_STD = math.exp(-2.9)
 
 
 def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
-    """Env-steps/s of ``env.step`` with random actions (or ``policy`` actions, forward pass included)."""
+    """Env-steps/s of ``env.step`` with Gaussian actions of PHC's exploration noise (or ``policy``'s actions,
+    forward pass included)."""
     gen = torch.Generator().manual_seed(0)
     obs = env.reset()
     start = time.perf_counter()
     for _ in range(num_steps):
         if policy is None:
-            actions = torch.rand(env.num_envs, env.action_dim, generator=gen) * 0.2 - 0.1
+            actions = torch.randn(env.num_envs, env.action_dim, generator=gen) * BENCH_ACTION_STD
         else:
             with torch.no_grad():
                 actions, _, _ = policy.act(obs)
@@ -41,11 +47,17 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
 
 
 def bench_env(num_envs_list: List[int], num_steps: int, repeats: int, num_threads: Optional[int]) -> List[Dict]:
-    """Print and return task-env vs raw-physics env-steps/s for each N."""
+    """Print and return task-env vs raw-physics env-steps/s for each N.
+
+    The env runs with residual actions and PHC's exploration noise, i.e. humanoids that roughly track their motions
+    as in a training rollout (with absolute actions around 0 every env would fall to the T-pose and reset every
+    other step, which measures a reset storm rather than the task).
+    """
     motions = MotionLibrary(BUNDLED_MOTIONS)
     rows = []
     for n in num_envs_list:
-        env = HumanoidTracking(make_backend("mujoco", n, num_threads=num_threads), motions)
+        backend = make_backend("mujoco", n, num_threads=num_threads)
+        env = HumanoidTracking(backend, motions, TaskConfig(residual_actions=True))
         env_steps_per_second(env, 5)  # warm-up: thread pool start, first allocations
         task, raw = [], []
         for _ in range(repeats):

@@ -112,27 +112,32 @@ def quat_to_matrix(q: Tensor) -> Tensor:
 
 
 def quat_to_tan_norm(q: Tensor) -> Tensor:
-    """6D rotation feature used by PHC: the rotated x axis (tangent) and z axis (normal), ``[..., 6]``."""
-    tan = torch.zeros(q.shape[:-1] + (3,), dtype=q.dtype, device=q.device)
-    tan[..., 0] = 1.0
-    norm = torch.zeros_like(tan)
-    norm[..., 2] = 1.0
-    return torch.cat([quat_rotate(q, tan), quat_rotate(q, norm)], dim=-1)
+    """6D rotation feature used by PHC: the rotated x axis (tangent) and z axis (normal), ``[..., 6]``.
+
+    Written out as the first and third columns of the rotation matrix: this runs every env step on every body,
+    and the closed form is several times cheaper than rotating two constant vectors.
+    """
+    x, y, z, w = q.unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y + z * w), 2 * (x * z - y * w),
+            2 * (x * z + y * w), 2 * (y * z - x * w), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )  # fmt: skip
 
 
 def heading_angle(q: Tensor) -> Tensor:
     """Yaw of each rotation: angle of the rotated +x axis in the ground plane."""
-    x_axis = torch.zeros(q.shape[:-1] + (3,), dtype=q.dtype, device=q.device)
-    x_axis[..., 0] = 1.0
-    fwd = quat_rotate(q, x_axis)
-    return torch.atan2(fwd[..., 1], fwd[..., 0])
+    x, y, z, w = q.unbind(-1)
+    return torch.atan2(2 * (x * y + z * w), 1 - 2 * (y * y + z * z))
 
 
 def heading_quat(q: Tensor) -> Tensor:
     """Rotation about +z by the heading of ``q``."""
-    z_axis = torch.zeros(q.shape[:-1] + (3,), dtype=q.dtype, device=q.device)
-    z_axis[..., 2] = 1.0
-    return quat_from_axis_angle(z_axis, heading_angle(q))
+    half = 0.5 * heading_angle(q)
+    zero = torch.zeros_like(half)
+    return torch.stack([zero, zero, torch.sin(half), torch.cos(half)], dim=-1)
 
 
 def heading_quat_inv(q: Tensor) -> Tensor:

@@ -202,6 +202,8 @@ def check_unique_keys(path: PathLike, keys: List[str]) -> None:
 
 def _load_npz(path: Path) -> List[RawMotion]:
     """Read and validate a native motion archive (see the module table)."""
+    if not zipfile.is_zipfile(path):  # numpy would otherwise try to read it as a pickle and say so
+        raise MotionFileError(f"{path}: not a valid .npz archive (not a zip file)")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

@@ -140,6 +140,18 @@ class HumanoidTracking:
 
     def step(self, actions: Tensor) -> StepResult:
         """Advance every env one control step with ``actions (N, 69)`` in [-1, 1] (clipped); see module docstring."""
+        if self.device.type != "cpu":
+            return self._step(actions)
+        # The env's tensors are small: splitting each op over CPU threads costs more than it saves, and idle
+        # OpenMP workers spinning next to MuJoCo's own threads slow the physics down. One thread here.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._step(actions)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _step(self, actions: Tensor) -> StepResult:
         if tuple(actions.shape) != (self.num_envs, self.action_dim):
             raise ValueError(
                 f"HumanoidTracking.step: actions must have shape ({self.num_envs}, {self.action_dim}), "
