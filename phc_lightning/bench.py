@@ -82,9 +82,9 @@ def bench_train(config: str, epochs: int) -> Dict[str, float]:
 
     from phc_lightning.cli import run_cli
 
-    cli = run_cli(["--config", config, "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-                   "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", str(epochs),
-                   "--trainer.check_val_every_n_epoch", str(10**6)], run=False)
+    # The config's model and data, but a bare trainer: no checkpoints (they could overwrite a real run's
+    # last.ckpt), no evaluation, no logger, so only collecting and learning are timed.
+    cli = run_cli(["--config", config], run=False)
     timings: List[Dict[str, float]] = []
 
     class _Record(L.Callback):
@@ -92,16 +92,18 @@ def bench_train(config: str, epochs: int) -> Dict[str, float]:
             s = trainer.datamodule.rollout.stats
             timings.append({"steps": s.env_steps, "collect": s.collect_time, "learn": s.learn_time})
 
-    cli.trainer.callbacks.append(_Record())
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                        accelerator=cli.trainer.accelerator, devices=1, callbacks=[_Record()])
+    trainer.fit(cli.model, datamodule=cli.datamodule)
     measured = timings[1:] if len(timings) > 1 else timings  # epoch 0 pays for start-up
     steps = sum(t["steps"] for t in measured)
     collect = sum(t["collect"] for t in measured)
     learn = sum(t["learn"] for t in measured)
     dm = cli.datamodule
     dm.setup("fit")
-    env_only = env_steps_per_second(dm.env, dm.hparams.horizon)
-    policy_env = env_steps_per_second(dm.env, dm.hparams.horizon, policy=cli.model)
+    env_only = env_steps_per_second(dm.env, 2 * dm.hparams.horizon)
+    policy_env = env_steps_per_second(dm.env, 2 * dm.hparams.horizon, policy=cli.model)
     dm.env.close()
     train_sps = steps / (collect + learn)
     out = {
@@ -112,7 +114,7 @@ def bench_train(config: str, epochs: int) -> Dict[str, float]:
         "collect_fraction": collect / (collect + learn),
         "learn_fraction": learn / (collect + learn),
     }
-    table = Table(title=f"phc bench train --config {config} ({len(measured)} measured epochs)")
+    table = Table(title=f"phc bench train: {len(measured)} measured epochs")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     for k, v in out.items():
