@@ -201,7 +201,7 @@ class RolloutDataset(IterableDataset):
     def _finish(self, module: torch.nn.Module) -> None:
         # Normalizer stats move only after the update, so collection and learning of one iteration see the same
         # normalization (the stored log-probs stay valid).
-        module.update_obs_normalizer(self._iteration_obs)
+        module.update_obs_normalizer(self._iteration_obs.to(module.device))
         self._iteration_obs = None
         self.stats.minibatches = self._trained
         self.stats.collect_time = self._collected - self._start
@@ -216,7 +216,7 @@ class RolloutDataset(IterableDataset):
         env = self.env
         if self.next_obs is None:
             self.next_obs = env.reset()
-            module.update_obs_normalizer(self.next_obs)  # first stats from the RSI reset states
+            module.update_obs_normalizer(self.next_obs.to(module.device))  # first stats from the RSI reset states
         buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, env.action_dim, self.next_obs.device)
         stats = EpochStats()
         term_sums: Dict[str, float] = defaultdict(float)
@@ -224,7 +224,9 @@ class RolloutDataset(IterableDataset):
         module.eval()
         for t in range(self.horizon):
             obs = self.next_obs
-            actions, logprobs, values = module.act(obs)
+            # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
+            # stays with the env and Lightning moves each minibatch to the module.
+            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device)))
             result = env.step(actions)
             buf.obs[t] = obs
             buf.actions[t] = actions
@@ -237,7 +239,7 @@ class RolloutDataset(IterableDataset):
             # need a critic pass); elsewhere it is filled from the next step's values below.
             ended = result.truncated & ~result.terminated
             if bool(ended.any()):
-                buf.next_values[t, ended] = module.get_value(result.final_obs[ended])
+                buf.next_values[t, ended] = module.get_value(result.final_obs[ended].to(module.device)).to(obs.device)
             self.next_obs = result.obs
             for key, val in result.info.items():
                 if key.startswith("rewards/"):
@@ -249,7 +251,8 @@ class RolloutDataset(IterableDataset):
             stats.num_truncated += int((result.truncated & ~result.terminated).sum())
         # Non-final steps bootstrap from the value the policy computed at t+1; the last from the current obs.
         done = buf.terminated | buf.truncated
-        following = torch.cat([buf.values[1:], module.get_value(self.next_obs).unsqueeze(0)])
+        last_value = module.get_value(self.next_obs.to(module.device)).to(self.next_obs.device)
+        following = torch.cat([buf.values[1:], last_value.unsqueeze(0)])
         buf.next_values = torch.where(done, buf.next_values, following)
         buf.next_values[buf.terminated] = 0.0
         module.train(was_training)
