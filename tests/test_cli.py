@@ -78,3 +78,12 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, 
     assert "Traceback" not in out.stderr
     error_lines = [line for line in out.stderr.splitlines() if line.startswith("phc: error:")]
     assert len(error_lines) == 1 and needle in error_lines[0], out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_wandb_logger_works_offline(tmp_path: Path) -> None:
+    out = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "1",
+              "--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true",
+              "--trainer.logger.save_dir", "runs/smoke", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert list((tmp_path / "runs" / "smoke" / "wandb").glob("offline-run-*"))
