@@ -34,6 +34,13 @@ class PHCCLI(LightningCLI):
         parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
         parser.link_arguments("data.action_dim", "model.action_dim", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        """Build model, data, trainer and callbacks; a value they reject is a config error, not a bug."""
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            raise ConfigError(str(err).splitlines()[0]) from err
+
 
 def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
     """Build (and by default run) the Lightning CLI on ``args``."""

@@ -15,6 +15,7 @@ from phc_lightning import skeleton
 from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.motion import BUNDLED_MOTIONS
+from phc_lightning.motion.formats import MotionFileError
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.rollout import RolloutDataset
 from phc_lightning.sim.factory import make_backend
@@ -92,14 +93,19 @@ class PHCDataModule(L.LightningDataModule):
         if self.env is not None:
             return
         hp = self.hparams
-        self.motions = MotionLibrary(self.motion_file, device="cpu")
-        sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
-        task = TaskConfig(
-            termination_distance=hp.termination_distance,
-            eval_failure_distance=hp.eval_failure_distance,
-            residual_actions=hp.residual_actions,
-            power_coef=hp.power_coef,
-        )
+        try:
+            task = TaskConfig(
+                termination_distance=hp.termination_distance,
+                eval_failure_distance=hp.eval_failure_distance,
+                residual_actions=hp.residual_actions,
+                power_coef=hp.power_coef,
+            )
+            self.motions = MotionLibrary(self.motion_file, device="cpu")
+            sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
+        except MotionFileError:
+            raise
+        except ValueError as err:  # a task value or backend name the config got wrong
+            raise ConfigError(f"data: {err}") from err
         self.env = HumanoidTracking(sim, self.motions, task, seed=hp.seed)
         self.rollout = RolloutDataset(
             self.env,

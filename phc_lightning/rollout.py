@@ -115,6 +115,7 @@ class RolloutDataset(IterableDataset):
         target_kl: stop the remaining minibatches of an iteration once approx KL exceeds this.
         total_timesteps: stop training (``trainer.should_stop``) once this many env steps were collected.
         seed: seeds the minibatch shuffling.
+        stop_training: called once ``total_timesteps`` is reached (the datamodule sets ``trainer.should_stop``).
     """
 
     def __init__(

@@ -69,6 +69,9 @@ def test_motions_info_on_bundled_file(tmp_path: Path) -> None:
         (("fit", "--config", SMOKE, "--data.num_minibatches", "7"), "num_minibatches"),
         (("fit", "--config", SMOKE, "--data.motion_file", "missing.pkl"), "missing.pkl"),
         (("fit", "--config", SMOKE, "--model.init_from", "nope.ckpt"), "nope.ckpt"),
+        (("fit", "--config", SMOKE, "--model.learning_rate", "-1"), "learning_rate"),
+        (("fit", "--config", SMOKE, "--data.backend", "bullet"), "bullet"),
+        (("fit", "--config", SMOKE, "--data.power_coef", "-1"), "power_coef"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, needle: str) -> None:
