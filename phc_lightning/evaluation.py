@@ -71,7 +71,7 @@ class EvalDataset(IterableDataset):
     """Yields :func:`play_motions` results chunk by chunk until every motion was played once.
 
     Args:
-        env: the tracking env; it is switched to eval mode for the pass and back to training mode after.
+        env: the tracking env; eval mode for the pass, then its episodes, physics and RNG are restored.
         get_module: returns the current policy module.
         on_done: called after the pass (e.g. so the training rollout restarts from fresh resets).
     """

@@ -6,6 +6,7 @@ All functions take torch tensors with the quaternion in the last dimension and b
 
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
@@ -175,3 +176,8 @@ def quat_to_euler_xyz(q: Tensor) -> Tensor:
     b = torch.asin(m[..., 0, 2].clamp(-1.0, 1.0))
     c = torch.atan2(-m[..., 0, 1], m[..., 0, 0])
     return torch.stack([a, b, c], dim=-1)
+
+
+def wrap_angle(angle: Tensor) -> Tensor:
+    """Angles wrapped into ``[-pi, pi)``."""
+    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi

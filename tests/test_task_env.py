@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import List
 
 import numpy as np
@@ -177,15 +178,7 @@ def test_eval_plays_from_start_and_fails_by_twenty_body_mean(motions):
     # Slide env 1 by 0.6 m (mean over 20 bodies > 0.5: failure) and env 2 by 0.3 m (a training failure,
     # but within the evaluation rule).
     shift = torch.tensor([[0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    env.backend.set_state(
-        torch.arange(NUM_ENVS),
-        ref.body_pos[:, 0] + shift,
-        ref.body_rot[:, 0],
-        ref.body_vel[:, 0],
-        ref.body_angvel[:, 0],
-        ref.dof_pos,
-        ref.dof_vel,
-    )
+    env.backend.set_state_from(torch.arange(NUM_ENVS), replace(ref, body_pos=ref.body_pos + shift[:, None]))
     first = env.step(zero_actions())
     assert not first.terminated.any()  # failure is not tested on the first step
     second = env.step(zero_actions())
@@ -201,15 +194,7 @@ def test_training_failure_needs_any_body_beyond_quarter_metre_after_first_step(m
     env.assign_motions(torch.full((NUM_ENVS,), SLOW))
     ref = motions.get_state(env.motion_ids, env.motion_times)
     shift = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    env.backend.set_state(
-        torch.arange(NUM_ENVS),
-        ref.body_pos[:, 0] + shift,
-        ref.body_rot[:, 0],
-        ref.body_vel[:, 0],
-        ref.body_angvel[:, 0],
-        ref.dof_pos,
-        ref.dof_vel,
-    )
+    env.backend.set_state_from(torch.arange(NUM_ENVS), replace(ref, body_pos=ref.body_pos + shift[:, None]))
     assert not env.step(zero_actions()).terminated.any()
     assert env.step(zero_actions()).terminated.tolist() == [False, True, False, False]
     env.close()

@@ -12,7 +12,14 @@ from typing import Optional
 import torch
 
 from phc_lightning import skeleton
-from phc_lightning.rotations import quat_conjugate, quat_from_euler_xyz, quat_mul, quat_rotate, quat_to_euler_xyz
+from phc_lightning.rotations import (
+    quat_conjugate,
+    quat_from_euler_xyz,
+    quat_mul,
+    quat_rotate,
+    quat_to_euler_xyz,
+    wrap_angle,
+)
 
 Tensor = torch.Tensor
 
@@ -77,7 +84,7 @@ def continuous_hinge_branch(dof_pos: Tensor, starts: Tensor) -> Tensor:
     """
     ang = dof_pos.unflatten(-1, (skeleton.NUM_BODIES - 1, 3))
     a, b, c = ang.unbind(-1)
-    jump = (_wrap(a[1:] - a[:-1]).abs() > math.pi / 2) & (_wrap(c[1:] - c[:-1]).abs() > math.pi / 2)
+    jump = (wrap_angle(a[1:] - a[:-1]).abs() > math.pi / 2) & (wrap_angle(c[1:] - c[:-1]).abs() > math.pi / 2)
     jump = torch.cat([torch.zeros_like(jump[:1]), jump], dim=0) & ~starts.unsqueeze(-1)
     # parity of flips since the start of each motion: cumulative count minus the count at the motion's start
     count = torch.cumsum(jump.long(), dim=0)
@@ -85,10 +92,6 @@ def continuous_hinge_branch(dof_pos: Tensor, starts: Tensor) -> Tensor:
     start_idx = torch.nonzero(starts, as_tuple=False).squeeze(-1)
     base = (count - jump.long())[start_idx][motion_id]
     flipped = ((count - base) % 2).bool()
-    alt = torch.stack([_wrap(a + math.pi), _wrap(math.pi - b), _wrap(c + math.pi)], dim=-1)
+    alt = torch.stack([wrap_angle(a + math.pi), wrap_angle(math.pi - b), wrap_angle(c + math.pi)], dim=-1)
     return torch.where(flipped.unsqueeze(-1), alt, ang).flatten(-2)
 
-
-def _wrap(x: Tensor) -> Tensor:
-    """Angles wrapped to [-pi, pi)."""
-    return torch.remainder(x + math.pi, 2 * math.pi) - math.pi

@@ -20,7 +20,6 @@ the positions).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -29,7 +28,7 @@ import torch
 from phc_lightning import skeleton
 from phc_lightning.motion import fk
 from phc_lightning.motion.formats import RawMotion, check_unique_keys, load_motion_file, validate_motion
-from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp
+from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
 from phc_lightning.sim.base import SimState
 
 Tensor = torch.Tensor
@@ -38,11 +37,6 @@ _FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "
 _CHUNK_FRAMES = 1 << 18
 # Snap lookups that land within this many frames below an exact frame onto it (float32 ``t * fps`` noise).
 _FRAME_SNAP = 1e-4
-
-
-def wrap_angle(angle: Tensor) -> Tensor:
-    """Angles wrapped into ``[-pi, pi)``."""
-    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi
 
 
 def sole_heights(body_pos: Tensor) -> Tensor:

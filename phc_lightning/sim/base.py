@@ -75,6 +75,18 @@ class PhysicsBackend(abc.ABC):
             dof_vel: hinge velocities ``(M, 69)``.
         """
 
+    def set_state_from(self, env_ids: Tensor, state: SimState) -> None:
+        """Put envs ``env_ids`` on ``state`` (``M`` rows, e.g. a motion library lookup): root from body 0."""
+        self.set_state(
+            env_ids,
+            state.body_pos[:, 0],
+            state.body_rot[:, 0],
+            state.body_vel[:, 0],
+            state.body_angvel[:, 0],
+            state.dof_pos,
+            state.dof_vel,
+        )
+
     @abc.abstractmethod
     def step(self, pd_targets: Tensor) -> None:
         """Hold PD targets ``(N, 69)`` (radians) for ``substeps`` physics steps.

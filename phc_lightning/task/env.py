@@ -291,16 +291,7 @@ class HumanoidTracking:
         self.progress[env_ids] = 0
         self.episode_return[env_ids] = 0.0
         self.episode_length[env_ids] = 0
-        ref = self.motions.get_state(ids, times)
-        self.backend.set_state(
-            env_ids,
-            ref.body_pos[:, 0],
-            ref.body_rot[:, 0],
-            ref.body_vel[:, 0],
-            ref.body_angvel[:, 0],
-            ref.dof_pos,
-            ref.dof_vel,
-        )
+        self.backend.set_state_from(env_ids, self.motions.get_state(ids, times))
 
     def _observe(self, sim: SimState, env_ids: Optional[Tensor] = None) -> Tensor:
         """Observation ``(K, 934)`` of envs ``env_ids`` (all if None) against the next reference frame (t + dt)."""
