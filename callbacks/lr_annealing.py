@@ -1,8 +1,9 @@
-"""Learning-rate annealing per PPO iteration (one Lightning epoch = one rollout + update).
+"""Learning-rate schedules per PPO iteration (one Lightning epoch = one rollout + update), or adapted to a KL target.
 
-The learning rate is a pure function of the base lr ``lr0``, the epoch index and the env-step counter, so a
-resumed run reproduces it exactly. ``lr0`` is remembered in every param group as ``"initial_lr"`` (the key
-torch's own schedulers use); it is saved with the optimizer state in checkpoints.
+The fixed schedules are a pure function of the base lr ``lr0``, the epoch index and the env-step counter, so a
+resumed run reproduces them exactly. ``lr0`` is remembered in every param group as ``"initial_lr"`` (the key
+torch's own schedulers use); it is saved with the optimizer state in checkpoints, and so is the current lr that
+``adaptive_kl`` moves.
 
 =============  ==========================================================================================
 schedule       learning rate at the start of epoch ``e`` (``p = env_steps / total_timesteps``)
@@ -11,7 +12,12 @@ schedule       learning rate at the start of epoch ``e`` (``p = env_steps / tota
 ``linear``     ``lr0 · max(1 − p, 0)``
 ``cosine``     ``lr0 · (min_factor + (1 − min_factor) · 0.5 · (1 + cos(π · min(p, 1))))``
 ``constant``   ``lr0``
+``adaptive_kl`` after every minibatch: ``lr / kl_factor`` when approx KL > 2·target_kl, ``lr · kl_factor`` when
+               approx KL < target_kl / 2, kept in ``[min_lr, max_lr]`` (rsl_rl / mjlab trackers; the KL is
+               the module's ``last_approx_kl``, measured on the minibatch just trained)
 =============  ==========================================================================================
+
+With several param groups (actor and critic) every group keeps its ratio to the first group's lr.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Optional
 
 import lightning.pytorch as pl
 
-SCHEDULES = ("exp", "linear", "cosine", "constant")
+SCHEDULES = ("exp", "linear", "cosine", "constant", "adaptive_kl")
 
 
 class LRAnnealing(pl.Callback):
@@ -35,6 +41,10 @@ class LRAnnealing(pl.Callback):
         min_factor: lower bound of lr / lr0 for ``exp`` and ``cosine``, in [0, 1].
         total_timesteps: env steps of the whole run; required by ``linear`` and ``cosine``, which read the
             progress from the module's ``env_steps`` buffer (a scalar long tensor).
+        target_kl: KL per minibatch that ``adaptive_kl`` steers towards.
+        min_lr: lower bound of the adapted lr.
+        max_lr: upper bound of the adapted lr.
+        kl_factor: multiplicative lr step of ``adaptive_kl``.
     """
 
     def __init__(
@@ -43,6 +53,10 @@ class LRAnnealing(pl.Callback):
         decay_rate: float = 1.5e-4,
         min_factor: float = 0.2,
         total_timesteps: Optional[int] = None,
+        target_kl: float = 0.01,
+        min_lr: float = 1e-5,
+        max_lr: float = 1e-2,
+        kl_factor: float = 1.5,
     ) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule: unknown lr schedule {schedule!r}, expected one of {', '.join(SCHEDULES)}")
@@ -54,13 +68,22 @@ class LRAnnealing(pl.Callback):
             raise ValueError(
                 f"total_timesteps: the {schedule!r} schedule needs a positive total_timesteps, got {total_timesteps}"
             )
+        if not (target_kl > 0 and 0 < min_lr <= max_lr and kl_factor > 1):
+            raise ValueError(
+                f"adaptive_kl: need target_kl > 0, 0 < min_lr <= max_lr and kl_factor > 1, got target_kl={target_kl}, "
+                f"min_lr={min_lr}, max_lr={max_lr}, kl_factor={kl_factor}"
+            )
         self.schedule = schedule
+        self.target_kl = float(target_kl)
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.kl_factor = float(kl_factor)
         self.decay_rate = float(decay_rate)
         self.min_factor = float(min_factor)
         self.total_timesteps = total_timesteps
 
     def factor(self, epoch: int, env_steps: int) -> float:
-        """lr / lr0 for the given epoch index and env-step count."""
+        """lr / lr0 for the given epoch index and env-step count (fixed schedules)."""
         if self.schedule == "exp":
             return max(math.exp(-self.decay_rate * epoch), self.min_factor)
         if self.schedule == "constant":
@@ -78,8 +101,16 @@ class LRAnnealing(pl.Callback):
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
 
+    def adapted_lr(self, lr: float, kl: float) -> float:
+        """The ``adaptive_kl`` step: the next lr after a minibatch whose approx KL was ``kl``."""
+        if kl > 2.0 * self.target_kl:
+            lr = lr / self.kl_factor
+        elif kl < 0.5 * self.target_kl:
+            lr = lr * self.kl_factor
+        return min(max(lr, self.min_lr), self.max_lr)
+
     def _env_steps(self, pl_module: pl.LightningModule) -> int:
-        if self.schedule in ("exp", "constant"):
+        if self.schedule in ("exp", "constant", "adaptive_kl"):
             return 0
         env_steps = getattr(pl_module, "env_steps", None)
         if env_steps is None:
@@ -97,6 +128,8 @@ class LRAnnealing(pl.Callback):
         """Set the lr for this epoch and log it."""
         # Again here: restoring optimizer state after on_fit_start replaces the param groups.
         self._remember_base_lr(trainer)
+        if self.schedule == "adaptive_kl":
+            return  # the lr carried in the optimizer state goes on adapting
         factor = self.factor(trainer.current_epoch, self._env_steps(pl_module))
         lr = None
         for optimizer in trainer.optimizers:
@@ -104,4 +137,26 @@ class LRAnnealing(pl.Callback):
                 group["lr"] = group["initial_lr"] * factor
                 lr = group["lr"] if lr is None else lr
         if lr is not None:
+            pl_module.log("charts/learning_rate", lr, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        """``adaptive_kl``: move the lr of every param group by the KL of the minibatch just trained."""
+        if self.schedule != "adaptive_kl":
+            return
+        kl = getattr(pl_module, "last_approx_kl", None)
+        if kl is None:
+            raise AttributeError(f"LRAnnealing(schedule='adaptive_kl') needs {type(pl_module).__name__}.last_approx_kl")
+        if kl != kl:  # NaN: no information, keep the lr
+            return
+        for optimizer in trainer.optimizers:
+            groups = optimizer.param_groups
+            lead = groups[0]
+            new_lead = self.adapted_lr(lead["lr"], float(kl))
+            for group in groups:
+                group["lr"] = new_lead * group["initial_lr"] / lead["initial_lr"]
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``adaptive_kl``: log the lr the iteration ended with."""
+        if self.schedule == "adaptive_kl" and trainer.optimizers:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
             pl_module.log("charts/learning_rate", lr, on_step=False, on_epoch=True, batch_size=1)

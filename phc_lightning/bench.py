@@ -23,6 +23,7 @@ from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.sim.raw_bench import raw_physics_steps_per_second
+from phc_lightning.task.actions import ActionInterface
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
 
@@ -31,18 +32,21 @@ BENCH_ACTION_STD = math.exp(-2.9)
 
 
 def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
-    """Env-steps/s of ``env.step`` with Gaussian actions of PHC's exploration noise (or ``policy``'s actions,
-    forward pass included)."""
+    """Env-steps/s of ``env.step`` with residual PD targets under PHC's action scale and exploration noise (or
+    ``policy``'s actions under its own action interface, forward pass included)."""
     gen = torch.Generator().manual_seed(0)
+    interface = ActionInterface(residual=True)
     obs = env.reset()
     start = time.perf_counter()
     for _ in range(num_steps):
         if policy is None:
-            actions = torch.randn(env.num_envs, env.action_dim, generator=gen) * BENCH_ACTION_STD
+            actions = torch.randn(env.num_envs, interface.num_actions, generator=gen) * BENCH_ACTION_STD
+            targets = interface.pd_targets(actions, env.ref_next_dof_pos)
         else:
             with torch.no_grad():
                 actions, _, _ = policy.act(obs)
-        obs = env.step(actions).obs
+                targets = policy.pd_targets(actions, env.ref_next_dof_pos)
+        obs = env.step(targets).obs
     return env.num_envs * num_steps / (time.perf_counter() - start)
 
 
@@ -57,7 +61,7 @@ def bench_env(num_envs_list: List[int], num_steps: int, repeats: int, num_thread
     rows = []
     for n in num_envs_list:
         backend = make_backend("mujoco", n, num_threads=num_threads)
-        env = HumanoidTracking(backend, motions, TaskConfig(residual_actions=True))
+        env = HumanoidTracking(backend, motions, TaskConfig())
         env_steps_per_second(env, 5)  # warm-up: thread pool start, first allocations
         task, raw = [], []
         for _ in range(repeats):

@@ -6,6 +6,7 @@ Usage:
     phc motions info FILE
     phc bench env [--num_envs 512]
     phc bench train --config configs/phc.yaml
+    phc bench learn --config configs/phc.yaml --minutes 15 [--data.motion_file FILE] [--model.x V ...]
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ USER_ERRORS = (MotionFileError, ConfigError, FileNotFoundError)
 
 
 class PHCCLI(LightningCLI):
-    """LightningCLI with env-derived sizes linked into the model."""
+    """LightningCLI with the env's observation size linked into the model."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Obs/action sizes come from the data side, so configs never repeat them."""
+        """The observation size comes from the data side, so configs never repeat it (the action size is the
+        policy's own: its action interface)."""
         parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
-        parser.link_arguments("data.action_dim", "model.action_dim", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         """Build model, data, trainer and callbacks; a value they reject is a config error, not a bug."""
@@ -71,7 +72,22 @@ def _extra_verbs(argv: List[str]) -> int:
     train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=6)
-    ns = parser.parse_args(argv)
+    learn = bench_verbs.add_parser(
+        "learn",
+        help="train from scratch for a budget, then evaluate the policy and the zero-action baseline",
+        description="Any other --model.* / --data.* / --trainer.* flag is passed to the config, e.g. "
+        "--data.motion_file FILE.",
+    )
+    learn.add_argument("--config", required=True)
+    budget = learn.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="training wall-time budget (evaluations excluded)")
+    budget.add_argument("--env_steps", type=int, help="env-step budget")
+    learn.add_argument("--eval_every", type=int, default=25, help="evaluate every N iterations (0: only at the end)")
+    learn.add_argument("--print_every", type=int, default=5, help="print a curve row every N iterations")
+    learn.add_argument("--out", default="runs/bench_learn.json", help="JSON summary path")
+    ns, overrides = parser.parse_known_args(argv)
+    if overrides and not (ns.verb == "bench" and ns.action == "learn"):
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if ns.verb == "motions":
         from phc_lightning.motion.info import print_motion_info
 
@@ -81,8 +97,12 @@ def _extra_verbs(argv: List[str]) -> int:
 
     if ns.action == "env":
         benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads)
-    else:
+    elif ns.action == "train":
         benchmarks.bench_train(ns.config, ns.epochs)
+    else:
+        from phc_lightning.bench_learn import bench_learn
+
+        bench_learn(ns.config, overrides, ns.minutes, ns.env_steps, ns.eval_every, ns.print_every, ns.out)
     return 0
 
 

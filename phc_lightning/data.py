@@ -11,7 +11,6 @@ from typing import Any, Dict, Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
-from phc_lightning import skeleton
 from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.motion import BUNDLED_MOTIONS
@@ -23,7 +22,6 @@ from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
 
 OBS_DIM = 934
-ACTION_DIM = skeleton.NUM_DOFS
 
 
 class PHCDataModule(L.LightningDataModule):
@@ -43,7 +41,6 @@ class PHCDataModule(L.LightningDataModule):
         total_timesteps: env steps after which training stops.
         termination_distance: training episode ends when any body is farther than this from the reference (m).
         eval_failure_distance: evaluation failure when the mean distance of 20 bodies exceeds this (m).
-        residual_actions: PD target = next reference hinge angles + scaled action (PHC: false; see TaskConfig).
         power_coef: weight of the power penalty -coef * sum|torque * joint velocity| (puffer-phc: 0.0005).
         seed: seeds the env (RSI times, motion draws) and the minibatch shuffling.
     """
@@ -63,7 +60,6 @@ class PHCDataModule(L.LightningDataModule):
         total_timesteps: int = 500_000_000,
         termination_distance: float = 0.25,
         eval_failure_distance: float = 0.5,
-        residual_actions: bool = False,
         power_coef: float = 0.0005,
         seed: int = 0,
     ) -> None:
@@ -83,7 +79,6 @@ class PHCDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.motion_file = motion_file or BUNDLED_MOTIONS
         self.obs_dim = OBS_DIM
-        self.action_dim = ACTION_DIM
         self.motions: Optional[MotionLibrary] = None
         self.env: Optional[HumanoidTracking] = None
         self.rollout: Optional[RolloutDataset] = None
@@ -97,7 +92,6 @@ class PHCDataModule(L.LightningDataModule):
             task = TaskConfig(
                 termination_distance=hp.termination_distance,
                 eval_failure_distance=hp.eval_failure_distance,
-                residual_actions=hp.residual_actions,
                 power_coef=hp.power_coef,
             )
             self.motions = MotionLibrary(self.motion_file, device="cpu")

@@ -19,8 +19,13 @@ Tensor = torch.Tensor
 
 
 @torch.no_grad()
-def play_motions(env: HumanoidTracking, module: torch.nn.Module, motion_ids: Tensor) -> Dict[str, Tensor]:
+def play_motions(
+    env: HumanoidTracking, module: torch.nn.Module, motion_ids: Tensor, zero_actions: bool = False
+) -> Dict[str, Tensor]:
     """Play ``motion_ids [K]`` (K <= num_envs) once each from t=0 until each ends or fails.
+
+    ``zero_actions``: the baseline policy that always outputs 0 under ``module``'s action interface (in residual
+    mode: PD targets exactly on the reference) instead of ``module``'s deterministic actions.
 
     Returns:
         ``motion_ids [K]``; ``pred`` / ``gt`` body positions ``[K, S, 24, 3]`` (S = longest episode in steps;
@@ -44,8 +49,12 @@ def play_motions(env: HumanoidTracking, module: torch.nn.Module, motion_ids: Ten
     pred, gt = [], []
     device = next(module.parameters()).device
     for _ in range(max_steps):
-        actions, _, _ = module.act(obs.to(device), deterministic=True)
-        result = env.step(actions.to(env.device))
+        if zero_actions:
+            actions = torch.zeros(n, module.action_dim, device=device)
+        else:
+            actions, _, _ = module.act(obs.to(device), deterministic=True)
+        targets = module.pd_targets(actions, env.ref_next_dof_pos.to(device))
+        result = env.step(targets.to(env.device))
         keep = active[:, None, None]  # finished envs were auto-reset: their later frames are padding
         pred.append(torch.where(keep, result.info["body_pos"], torch.zeros_like(result.info["body_pos"])))
         gt.append(torch.where(keep, result.info["ref_body_pos"], torch.zeros_like(result.info["ref_body_pos"])))
@@ -74,6 +83,7 @@ class EvalDataset(IterableDataset):
         env: the tracking env; eval mode for the pass, then its episodes, physics and RNG are restored.
         get_module: returns the current policy module.
         on_done: called after the pass (e.g. so the training rollout restarts from fresh resets).
+        zero_actions: play the zero-action baseline under the module's action interface instead of its policy.
     """
 
     def __init__(
@@ -81,11 +91,13 @@ class EvalDataset(IterableDataset):
         env: HumanoidTracking,
         get_module: Callable[[], torch.nn.Module],
         on_done: Optional[Callable[[], None]] = None,
+        zero_actions: bool = False,
     ) -> None:
         super().__init__()
         self.env = env
         self.get_module = get_module
         self.on_done = on_done
+        self.zero_actions = zero_actions
 
     # No __len__ on purpose: Lightning then runs the generator to StopIteration, so the clean-up below happens at
     # a fixed point of the loop instead of whenever the abandoned generator is garbage-collected.
@@ -98,7 +110,7 @@ class EvalDataset(IterableDataset):
         try:
             all_ids = torch.arange(self.env.motions.num_motions)
             for chunk in all_ids.split(self.env.num_envs):
-                yield play_motions(self.env, module, chunk)
+                yield play_motions(self.env, module, chunk, self.zero_actions)
         finally:
             self.env.load_state_dict(saved)
             if self.on_done is not None:

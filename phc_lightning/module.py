@@ -1,11 +1,14 @@
 """``PHCModule``: the PHC actor-critic trained with PPO under Lightning manual optimization.
 
-The module owns the networks, the observation normalizer, the env-step counter and the L2-to-init anchor;
-it knows nothing about environments, GAE or files. The rollout side (``rollout.py``) calls :meth:`act`,
-:meth:`get_value` and :meth:`update_obs_normalizer` while collecting, then feeds flat minibatches to
-:meth:`training_step`::
+The module owns the networks, the action interface (what an action means as PD targets), the observation and
+value normalizers, the env-step counter and the L2-to-init anchor; it knows nothing about environments, GAE or
+files. The rollout side (``rollout.py``) calls :meth:`act`, :meth:`pd_targets` and :meth:`get_value` while
+collecting, :meth:`update_normalizers` after the update, and feeds flat minibatches to :meth:`training_step`::
 
     batch = {"obs": [B, D], "actions": [B, A], "logprobs": [B], "values": [B], "advantages": [B], "returns": [B]}
+
+``A`` is the number of controlled hinges (57 with PHC's frozen hands and toes): frozen hinges are not part of the
+action distribution, so they add nothing to log-probs, entropy or the bound loss.
 
 One Lightning epoch is one PPO iteration; every minibatch is one optimizer step (``update_epochs`` passes
 over the rollout are the dataset's job). Loss and diagnostic definitions live in :mod:`phc_lightning.ppo`.
@@ -13,16 +16,19 @@ over the rollout are the dataset's job). Loss and diagnostic definitions live in
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
 from torch import nn
 
-from phc_lightning import ppo
+from phc_lightning import ppo, skeleton
+from phc_lightning.errors import ConfigError
 from phc_lightning.eval_metrics import MotionTrackingMetrics
 from phc_lightning.evaluation import per_motion_rows
 from phc_lightning.networks import ActorCritic, RunningNorm
+from phc_lightning.task.actions import ActionInterface
 from phc_lightning.warm_start import load_policy_weights
 
 Tensor = torch.Tensor
@@ -46,6 +52,9 @@ LOSS_KEYS = (
 DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
 
+ACTION_INTERFACE_KEYS = ("residual_actions", "action_scale", "dof_action_scale", "frozen_bodies")
+"""Hyperparameters that define what the policy's output means; a checkpoint is only valid under its own."""
+
 
 class PHCModule(L.LightningModule):
     """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
@@ -53,13 +62,17 @@ class PHCModule(L.LightningModule):
     def __init__(
         self,
         obs_dim: int = 934,
-        action_dim: int = 69,
+        residual_actions: bool = False,
+        action_scale: float = math.pi,
+        dof_action_scale: Optional[Dict[str, float]] = None,
+        frozen_bodies: Sequence[str] = skeleton.FROZEN_BODIES,
         actor_hidden: Sequence[int] = DEFAULT_HIDDEN,
         critic_hidden: Sequence[int] = DEFAULT_HIDDEN,
         layer_norm: bool = True,
         init_log_std: float = -2.9,
         learnable_log_std: bool = False,
         learning_rate: float = 1e-4,
+        critic_learning_rate: Optional[float] = None,
         adam_eps: float = 1e-5,
         clip_coef: float = 0.01,
         value_clip: Optional[float] = 0.2,
@@ -70,6 +83,7 @@ class PHCModule(L.LightningModule):
         l2_init_coef: float = 0.0,
         max_grad_norm: float = 10.0,
         norm_adv: bool = True,
+        normalize_value: bool = False,
         obs_clip: float = 10.0,
         init_from: Optional[str] = None,
     ) -> None:
@@ -77,16 +91,24 @@ class PHCModule(L.LightningModule):
 
         Args:
             obs_dim: observation size (934 for the tracking task; the CLI links it from the data side).
-            action_dim: action size (69 DoF).
+            residual_actions: PD target = next reference frame's hinge angles + scaled action (PHC: false, the
+                scaled action alone, so a zero action is the T-pose).
+            action_scale: radians per unit action of every controlled hinge (PHC: pi).
+            dof_action_scale: per-DoF exceptions by DoF name, e.g. ``{"L_Knee_y": 5.0}``; null means PHC's
+                (knee flexion 5), ``{}`` none.
+            frozen_bodies: bodies whose hinges are held at 0 and left out of the action (PHC: toes and hands).
             actor_hidden: actor MLP hidden sizes.
             critic_hidden: critic MLP hidden sizes.
             layer_norm: LayerNorm before the last hidden activation of both MLPs.
             init_log_std: log standard deviation of the Gaussian policy (initial value if learnable).
             learnable_log_std: train the log standard deviation instead of keeping it fixed (PHC: fixed).
-            learning_rate: Adam learning rate (annealing, if any, is a callback's job).
+            learning_rate: Adam learning rate of the actor (annealing or KL adaptation is ``LRAnnealing``'s job).
+            critic_learning_rate: Adam learning rate of the critic; null: the same as ``learning_rate``. Schedules
+                scale both by the same factor.
             adam_eps: Adam epsilon.
             clip_coef: PPO ratio clip epsilon.
-            value_clip: value-prediction clip around the rollout values; null for unclipped 0.5 * MSE.
+            value_clip: value-prediction clip around the rollout values (in normalized units when
+                ``normalize_value``); null for unclipped 0.5 * MSE.
             vf_coef: weight of the value loss.
             ent_coef: weight of the entropy bonus (subtracted from the loss).
             bound_coef: weight of the penalty on action means beyond +-soft_bound.
@@ -94,6 +116,8 @@ class PHCModule(L.LightningModule):
             l2_init_coef: weight of the squared distance of the weights to the anchor (always logged).
             max_grad_norm: global gradient-norm clip; <= 0 disables clipping.
             norm_adv: normalize advantages per minibatch.
+            normalize_value: the critic predicts returns normalized by running return statistics (PHC), so the
+                value loss and ``value_clip`` mean the same at every return scale.
             obs_clip: normalized observations are clipped to +-obs_clip.
             init_from: warm start: copy policy, critic and normalizer weights from this checkpoint (any run with
                 the same network sizes); the L2-to-init anchor is then those weights. Optimizer and counters start
@@ -102,8 +126,8 @@ class PHCModule(L.LightningModule):
         super().__init__()
         for name, value in (
             ("obs_dim", obs_dim),
-            ("action_dim", action_dim),
             ("learning_rate", learning_rate),
+            ("critic_learning_rate", learning_rate if critic_learning_rate is None else critic_learning_rate),
             ("adam_eps", adam_eps),
             ("clip_coef", clip_coef),
             ("obs_clip", obs_clip),
@@ -114,10 +138,14 @@ class PHCModule(L.LightningModule):
             raise ValueError(f"PHCModule: value_clip must be positive or null, got {value_clip}")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
+        self.action_dim = self.action_interface.num_actions
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
+        # Returns are unbounded in principle: no clip, only the scaling.
+        self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
         self.policy = ActorCritic(
             obs_dim,
-            action_dim,
+            self.action_dim,
             actor_hidden,
             critic_hidden,
             layer_norm=layer_norm,
@@ -151,11 +179,18 @@ class PHCModule(L.LightningModule):
         obs_norm = self._normalize(obs)
         dist = self.policy.distribution(obs_norm)
         actions = dist.mean if deterministic else dist.sample()
-        return actions, dist.log_prob(actions).sum(-1), self.policy.value(obs_norm)
+        return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(self.policy.value(obs_norm))
 
     def get_value(self, obs: Tensor) -> Tensor:
-        """Critic value of raw observations ``[N, obs_dim] -> [N]``."""
-        return self.policy.value(self._normalize(obs))
+        """Critic value of raw observations ``[N, obs_dim] -> [N]``, in return units."""
+        return self._denormalize_value(self.policy.value(self._normalize(obs)))
+
+    def pd_targets(self, actions: Tensor, ref_dof_pos: Optional[Tensor] = None) -> Tensor:
+        """PD targets ``[N, 69]`` (radians) of actions ``[N, A]`` under this policy's action interface.
+
+        ``ref_dof_pos`` ``[N, 69]``: hinge angles of the reference frame the actions aim at (residual actions).
+        """
+        return self.action_interface.pd_targets(actions, ref_dof_pos)
 
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic policy ``[N, obs_dim] -> [N, A]`` (the Gaussian mean), for export and inference."""
@@ -164,6 +199,23 @@ class PHCModule(L.LightningModule):
     def update_obs_normalizer(self, obs: Tensor) -> None:
         """Merge a batch of raw observations ``[B, obs_dim]`` into the running statistics."""
         self.obs_norm.update(obs)
+
+    def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
+        """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]``."""
+        self.obs_norm.update(obs)
+        if self.value_norm is not None:
+            self.value_norm.update(returns.reshape(-1, 1))
+
+    def normalize_value(self, values: Tensor) -> Tensor:
+        """Return-unit values ``[B]`` to the critic's units (identity without ``normalize_value``)."""
+        if self.value_norm is None:
+            return values
+        return self.value_norm(values.unsqueeze(-1)).squeeze(-1)
+
+    def _denormalize_value(self, values: Tensor) -> Tensor:
+        if self.value_norm is None:
+            return values
+        return self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
 
     def _normalize(self, obs: Tensor) -> Tensor:
         if obs.dim() != 2 or obs.shape[1] != self.hparams.obs_dim:
@@ -208,13 +260,15 @@ class PHCModule(L.LightningModule):
         dist = self.policy.distribution(obs_norm)
         new_logprob = dist.log_prob(batch["actions"]).sum(-1)
         entropy = dist.entropy().sum(-1)
-        new_values = self.policy.value(obs_norm)
+        new_values = self.policy.value(obs_norm)  # critic units: normalized returns when normalize_value
 
         advantages = batch["advantages"]
         if hp.norm_adv:
             advantages = ppo.normalize_advantages(advantages)
         pg_loss = ppo.policy_loss(new_logprob, batch["logprobs"], advantages, hp.clip_coef)
-        v_loss = ppo.value_loss(new_values, batch["values"], batch["returns"], hp.value_clip)
+        v_loss = ppo.value_loss(
+            new_values, self.normalize_value(batch["values"]), self.normalize_value(batch["returns"]), hp.value_clip
+        )
         ent = ppo.entropy_loss(entropy)
         b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
         # Always computed for logging; only builds a graph when it is part of the loss.
@@ -254,6 +308,7 @@ class PHCModule(L.LightningModule):
         self.last_approx_kl = float(losses["approx_kl"])
         logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
         logs["losses/grad_norm"] = grad_norm
+        logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0])
         return losses["loss"].detach()
 
@@ -266,8 +321,22 @@ class PHCModule(L.LightningModule):
         return torch.linalg.vector_norm(torch.stack(norms))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam over the policy parameters (the normalizer and anchor are buffers, never optimized)."""
-        return torch.optim.Adam(self.policy.parameters(), lr=self.hparams.learning_rate, eps=self.hparams.adam_eps)
+        """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups.
+
+        The normalizers and the anchor are buffers, never optimized.
+        """
+        hp = self.hparams
+        critic = list(self.policy.critic.parameters())
+        critic_ids = {id(p) for p in critic}
+        actor = [p for p in self.policy.parameters() if id(p) not in critic_ids]
+        critic_lr = hp.learning_rate if hp.critic_learning_rate is None else hp.critic_learning_rate
+        groups = [{"params": actor, "lr": hp.learning_rate}, {"params": critic, "lr": critic_lr}]
+        return torch.optim.Adam(groups, lr=hp.learning_rate, eps=hp.adam_eps)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
+        PD targets)."""
+        check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
 
     # ------------------------------------------------------------------ hand-offs to the rollout
 
@@ -329,3 +398,21 @@ class PHCModule(L.LightningModule):
             self._accumulate_eval(batch)
         self.train(was_training)
         return self.eval_results()
+
+
+def check_action_interface(saved: Dict[str, Any], current: Dict[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` naming the first action-interface hyperparameter that differs.
+
+    Checkpoints written before the interface was saved (no such keys) are accepted as they are.
+    """
+    for key in ACTION_INTERFACE_KEYS:
+        if key not in saved:
+            continue
+        old, new = saved[key], current.get(key)
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            raise ConfigError(
+                f"{source}: the checkpoint's policy was trained with model.{key}={old!r}, this config says {new!r}; "
+                f"use the run's own config (or set --model.{key} to match)"
+            )

@@ -51,6 +51,10 @@ class RunningNorm(nn.Module):
         """Normalize ``[..., D] -> [..., D]``: ``clip((x - mean) / sqrt(var + eps), -clip, clip)``."""
         return torch.clamp((x - self.mean) / torch.sqrt(self.var + self.eps), -self.clip, self.clip)
 
+    def denormalize(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`forward` for values inside the clip range: ``y * sqrt(var + eps) + mean``."""
+        return y * torch.sqrt(self.var + self.eps) + self.mean
+
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
         """Merge the statistics of a batch ``[..., D]`` (leading dims flattened) into the running ones.

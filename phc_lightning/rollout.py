@@ -29,13 +29,14 @@ class RolloutBuffer:
     field               shape                meaning
     ==================  ===================  ============================================================
     ``obs``             (T, N, obs_dim)      raw (unnormalized) observation the action was taken from
-    ``actions``         (T, N, act_dim)      sampled actions (before the env clips them)
+    ``actions``         (T, N, act_dim)      sampled actions (before the action interface clips them)
     ``logprobs``        (T, N)               log-prob of ``actions`` under the collecting policy
     ``values``          (T, N)               V(obs)
     ``rewards``         (T, N)               reward of the step
     ``terminated``      (T, N) bool          failure: the bootstrap is cut
     ``truncated``       (T, N) bool          motion completed / env reset for stability: bootstrapped
-    ``next_values``     (T, N)               V(s_{t+1}); at truncations V(final observation); 0 at terminations
+    ``next_values``     (T, N)               V(s_{t+1}); at truncations V(final observation), for an env the
+                                             backend had to reset V(s_t); 0 at terminations
     ==================  ===================  ============================================================
     """
 
@@ -78,6 +79,7 @@ class EpochStats:
     episode_lengths: List[float] = field(default_factory=list)
     num_truncated: int = 0
     num_terminated: int = 0
+    num_unstable: int = 0
     reward_terms: Dict[str, float] = field(default_factory=dict)
     minibatches: int = 0
 
@@ -97,6 +99,7 @@ class EpochStats:
         if finished:
             # share of finished episodes that reached the end of their motion rather than failing
             out["charts/truncation_rate"] = self.num_truncated / finished
+        out["charts/unstable_envs"] = float(self.num_unstable)
         out.update({"rewards/" + k: v for k, v in self.reward_terms.items()})
         return out
 
@@ -153,6 +156,7 @@ class RolloutDataset(IterableDataset):
         self.next_obs: Optional[Tensor] = None
         self.stats = EpochStats()
         self._iteration_obs: Optional[Tensor] = None
+        self._iteration_returns: Optional[Tensor] = None
         self._yielded = self._trained = 0
         self._exhausted = False
         self._start = self._collected = 0.0
@@ -173,7 +177,7 @@ class RolloutDataset(IterableDataset):
             "advantages": advantages.flatten(),
             "returns": returns.flatten(),
         }
-        self._iteration_obs = flat["obs"]
+        self._iteration_obs, self._iteration_returns = flat["obs"], flat["returns"]
         self._yielded, self._trained, self._exhausted = 0, 0, False
         batch_size = flat["values"].numel()
         mb_size = batch_size // self.num_minibatches
@@ -202,8 +206,8 @@ class RolloutDataset(IterableDataset):
     def _finish(self, module: torch.nn.Module) -> None:
         # Normalizer stats move only after the update, so collection and learning of one iteration see the same
         # normalization (the stored log-probs stay valid).
-        module.update_obs_normalizer(self._iteration_obs.to(module.device))
-        self._iteration_obs = None
+        module.update_normalizers(self._iteration_obs.to(module.device), self._iteration_returns.to(module.device))
+        self._iteration_obs = self._iteration_returns = None
         self.stats.minibatches = self._trained
         self.stats.collect_time = self._collected - self._start
         self.stats.learn_time = time.perf_counter() - self._collected
@@ -218,7 +222,7 @@ class RolloutDataset(IterableDataset):
         if self.next_obs is None:
             self.next_obs = env.reset()
             module.update_obs_normalizer(self.next_obs.to(module.device))  # first stats from the RSI reset states
-        buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, env.action_dim, self.next_obs.device)
+        buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
         stats = EpochStats()
         term_sums: Dict[str, float] = defaultdict(float)
         was_training = module.training
@@ -227,8 +231,10 @@ class RolloutDataset(IterableDataset):
             obs = self.next_obs
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
             # stays with the env and Lightning moves each minibatch to the module.
-            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device)))
-            result = env.step(actions)
+            actions, logprobs, values = module.act(obs.to(module.device))
+            targets = module.pd_targets(actions, env.ref_next_dof_pos.to(module.device))
+            actions, logprobs, values = actions.to(obs.device), logprobs.to(obs.device), values.to(obs.device)
+            result = env.step(targets.to(env.device))
             buf.obs[t] = obs
             buf.actions[t] = actions
             buf.logprobs[t] = logprobs
@@ -238,9 +244,14 @@ class RolloutDataset(IterableDataset):
             buf.truncated[t] = result.truncated & ~result.terminated
             # V(s_{t+1}) of the same episode: at truncations the value of the final observation (only those rows
             # need a critic pass); elsewhere it is filled from the next step's values below.
-            ended = result.truncated & ~result.terminated
+            # An env the backend had to reset has no meaningful final observation: bootstrap from V(s_t), the
+            # last sane one.
+            unstable = result.info["unstable"].to(obs.device)
+            ended = result.truncated & ~result.terminated & ~unstable
             if bool(ended.any()):
                 buf.next_values[t, ended] = module.get_value(result.final_obs[ended].to(module.device)).to(obs.device)
+            buf.next_values[t, unstable] = values[unstable]
+            stats.num_unstable += int(unstable.sum())
             self.next_obs = result.obs
             for key, val in result.info.items():
                 if key.startswith("rewards/"):

@@ -25,6 +25,9 @@ def load_policy_weights(module: torch.nn.Module, path: str) -> None:
         state = ckpt["state_dict"]
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise ConfigError(f"model.init_from: {path} is not a readable phc-lightning checkpoint ({err})") from None
+    from phc_lightning.module import check_action_interface  # the module imports this file
+
+    check_action_interface(ckpt.get("hyper_parameters", {}), dict(getattr(module, "hparams", {})), "model.init_from")
     wanted = {k: v for k, v in state.items() if k.startswith(WARM_START_PREFIXES)}
     own = module.state_dict()
     missing = [k for k in own if k.startswith(WARM_START_PREFIXES) and k not in wanted]

@@ -16,7 +16,7 @@ def test_config_parses_and_links_env_sizes(config: Path, monkeypatch: pytest.Mon
     args = ["--config", str(config), "--model.actor_hidden", "[8]", "--model.critic_hidden", "[8]"]
     cli = run_cli(args + ["--trainer.accelerator", "cpu"], run=False)  # the GPU config parses on CPU too
     assert cli.model.hparams.obs_dim == 934
-    assert cli.model.hparams.action_dim == 69
+    assert cli.model.action_dim == 57  # controlled hinges: hands and toes are frozen
     assert cli.datamodule.hparams.num_envs >= 1
     callback_names = {type(cb).__name__ for cb in cli.trainer.callbacks}
     assert {"PHCCheckpoint", "EvalStats", "MotionResampling", "LRAnnealing"} <= callback_names

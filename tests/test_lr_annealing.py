@@ -117,3 +117,46 @@ def test_progress_schedules_need_an_env_steps_counter():
 
     with pytest.raises(AttributeError, match="env_steps"):
         fit(LRAnnealing(schedule="linear", total_timesteps=10), max_epochs=1, module=NoCounter())
+
+
+class KLModule(TinyModule):
+    """Reports a scripted approx KL per minibatch (``last_approx_kl``, as PHCModule does) and records the lr."""
+
+    def __init__(self, kls) -> None:
+        super().__init__()
+        self.kls = list(kls)
+        self.lrs = []
+        self.last_approx_kl = float("nan")
+
+    def configure_optimizers(self):
+        # Two groups like PHCModule's actor and critic; the critic's lr is 5x the actor's.
+        return torch.optim.Adam([{"params": [self.layer.weight]}, {"params": [self.layer.bias], "lr": 5 * LR0}], lr=LR0)
+
+    def training_step(self, batch, batch_idx):
+        self.lrs.append([g["lr"] for g in self.optimizers().param_groups])
+        super().training_step(batch, batch_idx)
+        self.last_approx_kl = self.kls[len(self.lrs) - 1]
+
+
+def test_adaptive_kl_lowers_the_lr_above_the_band_and_raises_it_below():
+    target = 0.01
+    kls = [0.05, 0.05, 0.012, 0.001, 0.001, 0.015]  # above 2x target, inside the band, below target / 2
+    module = KLModule(kls)
+    fit(LRAnnealing(schedule="adaptive_kl", target_kl=target, min_lr=1e-3, max_lr=1.0), max_epochs=2, module=module)
+    actor = [lrs[0] for lrs in module.lrs]
+    expected = [LR0, LR0 / 1.5, LR0 / 1.5**2, LR0 / 1.5**2, LR0 / 1.5, LR0]
+    assert actor == pytest.approx(expected, rel=1e-12)
+    assert all(critic == pytest.approx(5 * a, rel=1e-12) for a, critic in (lrs for lrs in module.lrs))
+
+
+def test_adaptive_kl_keeps_the_lr_inside_its_bounds():
+    module = KLModule([1.0] * 3 + [0.0] * 3)
+    fit(LRAnnealing(schedule="adaptive_kl", target_kl=0.01, min_lr=0.05, max_lr=0.12), max_epochs=2, module=module)
+    actor = [lrs[0] for lrs in module.lrs]
+    assert actor == pytest.approx([0.1, 0.1 / 1.5, 0.05, 0.05, 0.075, 0.1125], rel=1e-12)
+    assert min(actor) >= 0.05 and max(actor) <= 0.12
+
+
+def test_adaptive_kl_rejects_bad_bounds():
+    with pytest.raises(ValueError, match="min_lr <= max_lr"):
+        LRAnnealing(schedule="adaptive_kl", min_lr=1e-2, max_lr=1e-3)

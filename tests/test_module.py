@@ -10,13 +10,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from phc_lightning import skeleton
+from phc_lightning.errors import ConfigError
 from phc_lightning.module import BATCH_KEYS, LOSS_KEYS, PHCModule
 
-OBS_DIM, ACTION_DIM, BATCH = 8, 3, 32
+OBS_DIM, BATCH = 8, 32
+ACTION_DIM = 57  # PHC's controlled hinges: 69 minus the frozen toes and hands
 
 
 def tiny_module(**overrides) -> PHCModule:
-    kwargs = dict(obs_dim=OBS_DIM, action_dim=ACTION_DIM, actor_hidden=(16, 16), critic_hidden=(16,), init_log_std=-1.0)
+    kwargs = dict(obs_dim=OBS_DIM, actor_hidden=(16, 16), critic_hidden=(16,), init_log_std=-1.0)
     kwargs.update(overrides)
     return PHCModule(**kwargs)
 
@@ -196,3 +199,93 @@ def test_signature_parses_with_jsonargparse():
     module = init.model
     assert module.hparams.value_clip is None and list(module.hparams.actor_hidden) == [64, 32]
     assert set(BATCH_KEYS) == {"obs", "actions", "logprobs", "values", "advantages", "returns"}
+
+
+def test_frozen_dofs_are_not_part_of_the_action_distribution():
+    module = tiny_module()
+    obs = torch.randn(5, OBS_DIM)
+    actions, logprob, _ = module.act(obs)
+    assert actions.shape == (5, 57) and module.policy.log_std.shape == (57,)
+    targets = module.pd_targets(torch.ones(5, 57))
+    assert targets.shape == (5, skeleton.NUM_DOFS)
+    assert (targets[:, list(skeleton.FROZEN_DOFS)] == 0).all()
+    # Freezing one more body removes its three hinges from the distribution (and from log-prob and entropy).
+    fewer = tiny_module(frozen_bodies=["L_Toe", "R_Toe", "L_Hand", "R_Hand", "Head"])
+    assert fewer.action_dim == 54
+    batch = make_minibatches(fewer, num=1)[0]
+    assert batch["actions"].shape == (BATCH, 54)
+    with torch.no_grad():
+        losses = fewer.compute_losses(batch)
+    expected_entropy = 54 * (0.5 + 0.5 * math.log(2 * math.pi) - 1.0)  # log_std -1 on every controlled hinge
+    assert losses["entropy"].item() == pytest.approx(expected_entropy, rel=1e-5)
+
+
+def test_bound_loss_sees_only_controlled_actions():
+    module = tiny_module()
+    with torch.no_grad():
+        module.policy.actor[-1].bias.fill_(2.0)  # every controlled mean at 2, soft bound 0.9
+    batch = make_minibatches(module, num=1)[0]
+    with torch.no_grad():
+        bound = module.compute_losses(batch)["bound"].item()
+    assert bound == pytest.approx(57 * 1.1**2, rel=1e-3)
+
+
+def test_normalized_value_targets_round_trip():
+    module = tiny_module(normalize_value=True)
+    returns = torch.randn(256) * 20.0 + 35.0
+    module.update_normalizers(torch.randn(256, OBS_DIM), returns)
+    normalized = module.normalize_value(returns)
+    assert abs(normalized.mean().item()) < 1e-4 and normalized.std(correction=0).item() == pytest.approx(1.0, rel=1e-3)
+    torch.testing.assert_close(module._denormalize_value(normalized), returns, rtol=1e-5, atol=1e-4)
+    # The critic works in normalized units; get_value and act answer in return units.
+    obs = torch.randn(4, OBS_DIM)
+    raw = module.policy.value(module.obs_norm(obs))
+    expected = raw * module.value_norm.var.add(1e-5).sqrt() + module.value_norm.mean
+    torch.testing.assert_close(module.get_value(obs), expected)
+    # Without the option the values are left alone.
+    plain = tiny_module()
+    torch.testing.assert_close(plain.normalize_value(returns), returns)
+
+
+def test_value_clip_is_scale_free_with_normalized_values():
+    """The same relative error gives the same clipped value loss whatever the return scale."""
+    losses = []
+    for scale in (1.0, 100.0):
+        torch.manual_seed(0)
+        module = tiny_module(normalize_value=True, value_clip=0.2)
+        returns = (torch.randn(512, generator=torch.Generator().manual_seed(0)) * 3.0 + 10.0) * scale
+        module.update_normalizers(torch.randn(512, OBS_DIM), returns)
+        batch = make_minibatches(module, num=1)[0]
+        batch["returns"] = returns[:BATCH]
+        batch["values"] = returns[:BATCH] * 0.9
+        with torch.no_grad():
+            losses.append(module.compute_losses(batch)["value"].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
+def test_critic_learning_rate_is_its_own_param_group():
+    module = tiny_module(learning_rate=1e-4, critic_learning_rate=5e-4, learnable_log_std=True)
+    actor_group, critic_group = module.configure_optimizers().param_groups
+    assert actor_group["lr"] == 1e-4 and critic_group["lr"] == 5e-4
+    assert {id(p) for p in critic_group["params"]} == {id(p) for p in module.policy.critic.parameters()}
+    assert id(module.policy.log_std) in {id(p) for p in actor_group["params"]}
+
+
+def test_checkpoint_with_another_action_interface_is_refused(tmp_path):
+    module = tiny_module(residual_actions=True, action_scale=0.5, dof_action_scale={})
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(make_minibatches(module), batch_size=None))
+    path = tmp_path / "residual.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    same = tiny_module(residual_actions=True, action_scale=0.5, dof_action_scale={})
+    same.on_load_checkpoint(ckpt)  # accepted
+    for other, key in ((dict(residual_actions=False, action_scale=0.5, dof_action_scale={}), "residual_actions"),
+                       (dict(residual_actions=True, action_scale=3.14, dof_action_scale={}), "action_scale"),
+                       (dict(residual_actions=True, action_scale=0.5), "dof_action_scale")):
+        with pytest.raises(ConfigError, match=f"model.{key}="):
+            tiny_module(**other).on_load_checkpoint(ckpt)
+        with pytest.raises(ConfigError, match=f"model.init_from: .*model.{key}="):
+            tiny_module(init_from=str(path), **other)
+    warm = tiny_module(init_from=str(path), residual_actions=True, action_scale=0.5, dof_action_scale={})
+    torch.testing.assert_close(warm.policy.actor[0].weight, module.policy.actor[0].weight)

@@ -108,3 +108,52 @@ def test_truncations_bootstrap_from_the_final_observation_and_terminations_cut()
             elif t + 1 < HORIZON:
                 torch.testing.assert_close(buf.next_values[t, i], buf.values[t + 1, i])
     env.close()
+
+
+def test_an_env_the_backend_had_to_reset_bootstraps_from_its_last_sane_value(tmp_path, monkeypatch) -> None:
+    from tests.test_task_env import inject_nan_qvel
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends its instability warning to ./MUJOCO_LOG.TXT
+    dataset = make_dataset()
+    env, module = dataset.env, dataset.get_module()
+    real_step = env.step
+    calls = []
+
+    def step_with_explosion(targets: torch.Tensor):
+        calls.append(1)
+        if len(calls) == 5:
+            inject_nan_qvel(env.backend, env_id=1)
+        return real_step(targets)
+
+    env.step = step_with_explosion
+    with torch.no_grad():
+        buf = dataset.collect(module)
+    assert buf.truncated[4, 1] and not buf.terminated[4, 1]
+    assert buf.next_values[4, 1] == buf.values[4, 1]  # V(s_t), not V of the exploded state
+    assert dataset.stats.num_unstable == 1
+    assert dataset.stats.as_log_dict()["charts/unstable_envs"] == 1.0
+    env.close()
+
+
+def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tmp_path) -> None:
+    import lightning as L
+
+    from phc_lightning.data import PHCDataModule
+
+    kls = []
+
+    class RecordKL(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            kls.append((trainer.current_epoch, batch_idx, pl_module.last_approx_kl))
+
+    dm = PHCDataModule(num_envs=8, num_threads=1, horizon=8, update_epochs=2, num_minibatches=2)
+    module = PHCModule(actor_hidden=[32], critic_hidden=[32], residual_actions=True, action_scale=0.5,
+                       learning_rate=1e-3)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[RecordKL()],
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    firsts = [kl for epoch, idx, kl in kls if idx == 0]
+    later = [kl for epoch, idx, kl in kls if idx > 0]
+    assert len(firsts) == 3 and all(kl == 0.0 for kl in firsts)  # stored log-probs are the training policy's
+    assert all(kl > 0.0 for kl in later)

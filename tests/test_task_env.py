@@ -215,10 +215,10 @@ def test_same_seed_reproduces_motions_and_start_times_and_rng_state_restores(mot
     b.close()
 
 
-def test_bad_actions_and_motion_ids_raise_one_line_errors(motions):
+def test_bad_pd_targets_and_motion_ids_raise_one_line_errors(motions):
     env = make_env(motions)
     env.reset()
-    with pytest.raises(ValueError, match=r"actions must have shape \(4, 69\)"):
+    with pytest.raises(ValueError, match=r"PD targets must have shape \(4, 69\)"):
         env.step(torch.zeros(NUM_ENVS, 57))
     with pytest.raises(ValueError, match="motion ids must be in"):
         env.assign_motions(torch.full((NUM_ENVS,), 5))

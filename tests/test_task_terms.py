@@ -11,7 +11,6 @@ from phc_lightning import skeleton
 from phc_lightning.motion import fk
 from phc_lightning.rotations import quat_from_axis_angle, quat_mul, quat_normalize, quat_rotate
 from phc_lightning.sim.base import SimState
-from phc_lightning.task.actions import action_scale, actions_to_pd_targets
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, SELF_OBS_DIM, compute_obs, compute_self_obs, compute_task_obs
 from phc_lightning.task.rewards import (
@@ -170,13 +169,3 @@ def test_motion_finished_at_length_with_rounding_slack():
     lengths = torch.tensor([1.0, 1.0, 7.3666666])
     times = torch.tensor([0.99, 1.0, 221 * (1.0 / 30.0) - 1e-6])
     assert motion_finished(times, lengths).tolist() == [False, True, True]
-
-
-def test_actions_map_to_pd_targets_with_knee_scale_and_frozen_hands_toes():
-    scale = action_scale()
-    targets = actions_to_pd_targets(torch.full((2, skeleton.NUM_DOFS), 2.0), scale)  # clipped to 1
-    assert torch.allclose(targets[:, list(skeleton.KNEE_DOFS)], torch.tensor(5.0))
-    assert (targets[:, list(skeleton.FROZEN_DOFS)] == 0).all()
-    assert int((scale != 0).sum()) == 57
-    hip = skeleton.body_dofs("L_Hip")
-    assert torch.allclose(targets[:, hip], torch.tensor(math.pi))

@@ -56,12 +56,24 @@ FPS = 30.0
 ARM_DROP = math.radians(75.0)  # shoulders rotated about x by -/+75 deg from the T-pose: arms hang at the sides
 STAND_HEIGHT = 0.94  # pelvis height target when standing; the legs' reach caps it just below
 SQUAT_DROP = 0.3  # how far the squat lowers the pelvis target, metres
+# How far ahead of its rest (T-pose) offset under the hip each foot stands, metres. At the rest offset the SMPL
+# legs slope back (ankles 4.8 cm behind the hips) and the standing centre of mass sits 4.3-5.8 cm ahead of the
+# ankles. Held by PD targets alone (no gravity feed-forward), the humanoid must lean until the ankle error makes the
+# torque, which carries the COM further forward: it settles ~1.8x the reference's lead ahead of the ankles, so
+# 5.5 cm already reaches the toe joints where the rigid foot ends (12 cm), the heel lifts and it topples. 3 cm
+# puts the standing COM 1.7-3.3 cm ahead of the ankles, about the middle of the rigid foot (heel -5, toe joint +12 cm).
+FOOT_DX = 0.03
 _ROUND = 5  # decimals kept before the float32 cast: hides last-ulp differences between CPUs and torch builds
 
 
 # ----------------------------------------------------------------------------------------------- paths
 def _times(duration: float) -> Tensor:
     return torch.arange(int(round(duration * FPS)) + 1, dtype=DTYPE) / FPS
+
+
+def _stance(**kwargs: float) -> Stance:
+    """Foot placement of every clip: :data:`FOOT_DX` ahead of the rest offset, other fields as given."""
+    return Stance(dx=FOOT_DX, **kwargs)
 
 
 def _still_path(heading: float = 0.0) -> PathFn:
@@ -215,7 +227,7 @@ def _stand() -> RawMotion:
     # Slow weight shifting over planted feet.
     shift = torch.stack([0.008 * torch.sin(2.0 * math.pi * t / 5.0), 0.015 * torch.sin(2.0 * math.pi * t / 3.7)], -1)
     lower = lower_body(
-        t, _still_path(), None, Stance(), torch.full_like(t, STAND_HEIGHT), zero + 0.02, knee_min=0.02, shift=shift
+        t, _still_path(), None, _stance(), torch.full_like(t, STAND_HEIGHT), zero + 0.02, knee_min=0.02, shift=shift
     )
     arms = _arms_down(0.03 + 0.02 * torch.sin(2.0 * math.pi * t / 4.0))  # with the breathing
     return _finish("stand", lower["root_pos"], {**lower, **_standing_upper(lower, t), **arms})
@@ -247,7 +259,7 @@ def _gait_clip(
     t = _times(duration)
     ramp_in = min_jerk(t / ramp)
     lower = lower_body(
-        t, path, gait, stance or Stance(), STAND_HEIGHT - crouch * ramp_in, 0.02 + pitch * ramp_in,
+        t, path, gait, stance or _stance(), STAND_HEIGHT - crouch * ramp_in, 0.02 + pitch * ramp_in,
         knee_min=0.02 + (knee_min - 0.02) * ramp_in, sway=sway, roll_amp=0.04, yaw_amp=yaw_amp,
         lean=0.4 * turn_lean * ramp_in, dip=dip * ramp_in,
     )  # fmt: skip
@@ -284,7 +296,7 @@ def _turn() -> RawMotion:
 
 def _jog() -> RawMotion:
     gait = Gait(period=0.7, duty=0.38, first_swing=0.25, lift=0.1, heel_off=0.5)
-    stance = Stance(extra_width=-0.015, toe_out=0.05)
+    stance = _stance(extra_width=-0.015, toe_out=0.05)
     return _gait_clip("jog", 4.5, _straight_path(2.5, 1.2), gait, ramp=1.2, pitch=0.07, lean=0.08,
                       knee_min=0.35, arm_amp=0.35, elbow=1.1, stance=stance, dip=0.03, sway=0.01,
                       yaw_amp=0.1)  # fmt: skip
@@ -298,7 +310,7 @@ def _squat() -> RawMotion:
     # phc_lightning.motion.fk flips beyond that), the trunk leans forward and the arms reach forward to keep
     # the centre of mass over the feet.
     lower = lower_body(
-        t, _still_path(), None, Stance(extra_width=0.16, toe_out=0.4), STAND_HEIGHT - SQUAT_DROP * down,
+        t, _still_path(), None, _stance(extra_width=0.16, toe_out=0.4), STAND_HEIGHT - SQUAT_DROP * down,
         0.02 + 0.35 * down, knee_min=0.02, shift=torch.stack([-0.22 * down, zero], -1),
     )  # fmt: skip
     lean = 0.8
@@ -312,7 +324,7 @@ def _squat() -> RawMotion:
 def _wave() -> RawMotion:
     t = _times(5.0)
     zero = torch.zeros_like(t)
-    lower = lower_body(t, _still_path(), None, Stance(), torch.full_like(t, STAND_HEIGHT), zero + 0.02,
+    lower = lower_body(t, _still_path(), None, _stance(), torch.full_like(t, STAND_HEIGHT), zero + 0.02,
                         knee_min=0.02)  # fmt: skip
     raised = _window(t, (0.5, 1.3), (3.7, 4.5))
     # Raised pose: upper arm forward, out and up, forearm up; waving rolls the forearm about the upper arm.

@@ -40,9 +40,6 @@ class TaskConfig:
         termination_distance: training failure when any body is farther than this from the reference, m.
         eval_failure_distance: evaluation failure when the mean over the 20 eval bodies exceeds this, m.
         termination_grace_steps: failure is only tested once more than this many steps ran (PHC: 1).
-        residual_actions: PD targets are the next reference frame's hinge angles plus the scaled action, instead of
-            the scaled action alone (PHC: False). An untrained policy then already follows the reference roughly,
-            which makes small CPU runs learn within minutes; PHC's own setting starts every policy at the T-pose.
     """
 
     w_pos: float = 0.5
@@ -58,7 +55,6 @@ class TaskConfig:
     enable_early_termination: bool = True
     termination_distance: float = 0.25
     eval_failure_distance: float = 0.5
-    residual_actions: bool = False
     termination_grace_steps: int = 1
 
     def __post_init__(self) -> None:

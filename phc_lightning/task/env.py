@@ -2,7 +2,8 @@
 
 One control step (30 Hz), all envs batched on ``device``:
 
-1. actions → PD targets (:mod:`phc_lightning.task.actions`) → ``backend.step``;
+1. PD targets ``(N, 69)`` → ``backend.step`` (a policy's actions become PD targets through its
+   :class:`~phc_lightning.task.actions.ActionInterface`, which may add :attr:`HumanoidTracking.ref_next_dof_pos`);
 2. the reference time advances by ``control_dt``; reward and failure compare the sim with the reference
    at that time;
 3. ``terminated`` = tracking failure, ``truncated`` = motion over (or the backend flagged the env unstable);
@@ -23,7 +24,6 @@ import torch
 
 from phc_lightning import skeleton
 from phc_lightning.sim.base import PhysicsBackend, SimState
-from phc_lightning.task.actions import action_scale, actions_to_pd_targets
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, compute_obs
 from phc_lightning.task.rewards import RewardManager, reward_inputs
@@ -74,17 +74,19 @@ class HumanoidTracking:
     Attributes:
         num_envs: number of envs N (the backend's).
         obs_dim: 934.
-        action_dim: 69.
+        num_dofs: 69, the size of the PD targets :meth:`step` takes.
         device: where every tensor lives (the backend's device).
         motion_ids: ``(N,)`` long, the motion each env tracks.
         motion_times: ``(N,)`` float, the reference time the sim is matched against (seconds).
         progress: ``(N,)`` long, control steps since the env's last reset.
         eval_mode: whether episodes start at t = 0 and fail by the evaluation rule.
         obs: ``(N, 934)`` the last observation returned by :meth:`reset` / :meth:`step`.
+        ref_next_dof_pos: ``(N, 69)`` hinge angles of the reference frame that ``obs`` targets (residual actions
+            add their offsets to these).
     """
 
     obs_dim: int = OBS_DIM
-    action_dim: int = skeleton.NUM_DOFS
+    num_dofs: int = skeleton.NUM_DOFS
 
     def __init__(
         self,
@@ -113,7 +115,6 @@ class HumanoidTracking:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.reward_manager = RewardManager(config.reward_terms())
-        self._action_scale = action_scale(self.device)
 
         n = self.num_envs
         self.motion_ids = motions.sample_motions(n, generator=self.generator).to(self.device, torch.long)
@@ -124,7 +125,7 @@ class HumanoidTracking:
         self.episode_length = torch.zeros(n, dtype=torch.long, device=self.device)
         self.obs = torch.zeros(n, self.obs_dim, device=self.device)
         # hinge angles of the reference frame the current observation targets (for residual actions)
-        self.ref_next_dof_pos = torch.zeros(n, self.action_dim, device=self.device)
+        self.ref_next_dof_pos = torch.zeros(n, self.num_dofs, device=self.device)
 
     # ------------------------------------------------------------------ public API
 
@@ -138,29 +139,26 @@ class HumanoidTracking:
         self.obs = self._observe(self.backend.state())
         return self.obs
 
-    def step(self, actions: Tensor) -> StepResult:
-        """Advance every env one control step with ``actions (N, 69)`` in [-1, 1] (clipped); see module docstring."""
+    def step(self, pd_targets: Tensor) -> StepResult:
+        """Advance every env one control step towards hinge targets ``pd_targets (N, 69)`` (radians)."""
         if self.device.type != "cpu":
-            return self._step(actions)
+            return self._step(pd_targets)
         # The env's tensors are small: splitting each op over CPU threads costs more than it saves, and idle
         # OpenMP workers spinning next to MuJoCo's own threads slow the physics down. One thread here.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._step(actions)
+            return self._step(pd_targets)
         finally:
             torch.set_num_threads(threads)
 
-    def _step(self, actions: Tensor) -> StepResult:
-        if tuple(actions.shape) != (self.num_envs, self.action_dim):
+    def _step(self, pd_targets: Tensor) -> StepResult:
+        if tuple(pd_targets.shape) != (self.num_envs, self.num_dofs):
             raise ValueError(
-                f"HumanoidTracking.step: actions must have shape ({self.num_envs}, {self.action_dim}), "
-                f"got {tuple(actions.shape)}"
+                f"HumanoidTracking.step: PD targets must have shape ({self.num_envs}, {self.num_dofs}), "
+                f"got {tuple(pd_targets.shape)}"
             )
-        pd_targets = actions_to_pd_targets(actions.to(self.device, torch.float32), self._action_scale)
-        if self.config.residual_actions:
-            pd_targets = pd_targets + self.ref_next_dof_pos * (self._action_scale != 0)  # frozen DoFs stay at 0
-        self.backend.step(pd_targets)
+        self.backend.step(pd_targets.to(self.device, torch.float32))
         self.progress += 1
         # Time from the step count, not summed increments, so it never drifts over long motions.
         elapsed = self.progress.to(self.motion_times.dtype)
