@@ -21,16 +21,27 @@ class MotionResampling(L.Callback):
         every_n_epochs: resampling interval in epochs.
         mode: ``soft``, ``hard`` or ``decay``.
         decay: per-evaluation decay of successful motions' weights in ``decay`` mode.
+        uniform_mix: share of uniform draws mixed into the failure-driven weights, in [0, 1]; keeps motions that
+            are already tracked in training (PHC: 0, so a motion that never failed is never drawn again).
         seed: seeds the motion draws.
     """
 
-    def __init__(self, every_n_epochs: int = 500, mode: str = "soft", decay: float = 0.999, seed: int = 0) -> None:
+    def __init__(
+        self,
+        every_n_epochs: int = 500,
+        mode: str = "soft",
+        decay: float = 0.999,
+        uniform_mix: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"MotionResampling every_n_epochs must be >= 1, got {every_n_epochs}")
-        MotionSampler(1, mode=mode, decay=decay)  # validates mode/decay now, with the field name in the error
+        # Validates mode, decay and uniform_mix now, with the field name in the error.
+        MotionSampler(1, mode=mode, decay=decay, uniform_mix=uniform_mix)
         self.every_n_epochs = every_n_epochs
         self.mode = mode
         self.decay = decay
+        self.uniform_mix = uniform_mix
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler: Optional[MotionSampler] = None
         self._pending: Optional[Dict[str, Any]] = None
@@ -39,7 +50,8 @@ class MotionResampling(L.Callback):
         """Size the sampler to the loaded motions."""
         motions = trainer.datamodule.motions
         if self.sampler is None or len(self.sampler.failure_counts) != motions.num_motions:
-            self.sampler = MotionSampler(motions.num_motions, mode=self.mode, decay=self.decay)
+            self.sampler = MotionSampler(motions.num_motions, mode=self.mode, decay=self.decay,
+                                         uniform_mix=self.uniform_mix)
         if self._pending is not None:
             self._restore(trainer)
 

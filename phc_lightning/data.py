@@ -15,7 +15,7 @@ from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.formats import MotionFileError
-from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.motion.library import DEFAULT_MAX_DOF_VEL, DEFAULT_VELOCITY_SMOOTHING, MotionLibrary
 from phc_lightning.rollout import RolloutDataset
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
@@ -42,6 +42,10 @@ class PHCDataModule(L.LightningDataModule):
         termination_distance: training episode ends when any body is farther than this from the reference (m).
         eval_failure_distance: evaluation failure when the mean distance of 20 bodies exceeds this (m).
         power_coef: weight of the power penalty -coef * sum|torque * joint velocity| (puffer-phc: 0.0005).
+        velocity_smoothing: Gaussian sigma in frames over central-difference reference velocities, as PHC (2);
+            0: raw forward differences.
+        max_dof_vel: clamp of the reference hinge speeds in rad/s (Euler-rate blow-ups near 90 degree flexion);
+            None: no clamp.
         seed: seeds the env (RSI times, motion draws) and the minibatch shuffling.
     """
 
@@ -61,6 +65,8 @@ class PHCDataModule(L.LightningDataModule):
         termination_distance: float = 0.25,
         eval_failure_distance: float = 0.5,
         power_coef: float = 0.0005,
+        velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
+        max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -94,7 +100,9 @@ class PHCDataModule(L.LightningDataModule):
                 eval_failure_distance=hp.eval_failure_distance,
                 power_coef=hp.power_coef,
             )
-            self.motions = MotionLibrary(self.motion_file, device="cpu")
+            self.motions = MotionLibrary(
+                self.motion_file, device="cpu", velocity_smoothing=hp.velocity_smoothing, max_dof_vel=hp.max_dof_vel
+            )
             sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
         except MotionFileError:
             raise

@@ -47,6 +47,13 @@ def test_smoke_fit_then_validate_on_its_checkpoint(tmp_path: Path) -> None:
     summary = json.loads(next((tmp_path / "runs" / "smoke").rglob("validate_summary.json")).read_text())
     assert 0.0 <= summary["success_rate"] <= 1.0
 
+    # The checkpoint's action interface is the policy's: a config that contradicts it is refused in one line.
+    other = phc("validate", "--config", SMOKE, "--ckpt_path", str(last), "--model.residual_actions", "true",
+                cwd=tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [other.stderr.strip()]
+    assert "model.residual_actions=False" in other.stderr and "--ckpt_path" in other.stderr
+
     if CMU.is_file():  # any motion file works for validate
         cmu = phc("validate", "--config", SMOKE, "--ckpt_path", str(last), "--data.motion_file", str(CMU), cwd=tmp_path)
         assert cmu.returncode == 0, cmu.stderr[-3000:]
@@ -90,3 +97,32 @@ def test_wandb_logger_works_offline(tmp_path: Path) -> None:
               "--trainer.logger.save_dir", "runs/smoke", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list((tmp_path / "runs" / "smoke" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_bench_learn_writes_the_curve_the_evaluations_and_the_zero_action_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "learn.json"
+    run = phc("bench", "learn", "--config", SMOKE, "--env_steps", "384", "--eval_every", "2", "--out", str(out),
+              "--model.learning_rate", "1e-3", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "zero-action baseline" in run.stdout and "final policy" in run.stdout
+    summary = json.loads(out.read_text())
+    assert summary["overrides"] == ["--model.learning_rate", "1e-3"]
+    assert summary["env_steps"] >= 384 and [row["epoch"] for row in summary["curve"]] == [0, 1, 2]
+    assert {"env_steps", "train_minutes", "episode_length", "episode_return", "explained_variance", "approx_kl",
+            "clipfrac", "learning_rate", "action_std"} <= set(summary["curve"][-1])
+    assert summary["curve"][-1]["learning_rate"] == pytest.approx(1e-3, rel=1e-2)  # smoke.yaml decays it slowly
+    # one periodic evaluation (after epoch 1) and the final one, each playing every bundled motion once
+    assert [e["epoch"] for e in summary["evaluations"]] == [1, 2]
+    for record in (summary["final"], summary["zero_action_baseline"]):
+        assert len(record["motions"]) == 7 and 0.0 <= record["success_rate"] <= 1.0
+        assert record["num_success"] == sum(m["success"] for m in record["motions"])
+    assert summary["stability"]["max_success_drop"] >= 0
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "config.yaml").exists()  # no run directory touched
+
+
+def test_bench_learn_stability_is_the_largest_drop_below_the_best_so_far() -> None:
+    from phc_lightning.bench_learn import stability
+
+    evals = [{"num_success": n} for n in (1, 4, 3, 5, 2, 5)]
+    assert stability(evals) == {"max_success_drop": 3, "best_num_success": 5}

@@ -14,7 +14,14 @@ from phc_lightning.motion import fk
 from phc_lightning.motion.formats import RawMotion, save_motions_npz
 from phc_lightning.motion.library import MotionLibrary, sole_heights
 from phc_lightning.motion.pkl import load_pickle_restricted
-from phc_lightning.rotations import quat_angle, quat_conjugate, quat_from_axis_angle, quat_mul
+from phc_lightning.rotations import (
+    quat_angle,
+    quat_conjugate,
+    quat_from_axis_angle,
+    quat_mul,
+    quat_to_exp_map,
+    wrap_angle,
+)
 
 SAMPLE_PKL = Path(__file__).resolve().parents[2] / "shared/data/cmu_mocap_05_06.pkl"
 Z = torch.tensor([0.0, 0.0, 1.0])
@@ -105,12 +112,18 @@ def test_times_outside_the_motion_are_clamped(library):
     torch.testing.assert_close(state.body_pos[2], library.body_pos[18])
 
 
-def test_velocities_are_forward_differences_and_the_last_frame_repeats(library):
+def test_unsmoothed_velocities_are_the_raw_forward_differences_and_the_last_frame_repeats():
+    motions = [waving_motion("a", 12, 30.0, seed=1), waving_motion("b", 7, 20.0, seed=2, z0=3.0)]
+    library = MotionLibrary(motions, velocity_smoothing=0.0, max_dof_vel=None)
     for m in range(library.num_motions):
         s, n, fps = int(library.frame_start[m]), int(library.num_frames[m]), float(library.fps[m])
-        pos = library.body_pos[s : s + n]
-        expected = torch.cat([(pos[1:] - pos[:-1]) * fps, (pos[-1:] - pos[-2:-1]) * fps])
-        torch.testing.assert_close(library.body_vel[s : s + n], expected, atol=1e-4, rtol=1e-5)
+        pairs = torch.cat([torch.arange(n - 1), torch.tensor([n - 2])]) + s  # frame t -> t + 1; the last repeats
+        pos, rot, dof = library.body_pos, library.body_rot, library.dof_pos
+        exact = dict(atol=0.0, rtol=0.0)
+        torch.testing.assert_close(library.body_vel[s : s + n], (pos[pairs + 1] - pos[pairs]) * fps, **exact)
+        angvel = quat_to_exp_map(quat_mul(rot[pairs + 1], quat_conjugate(rot[pairs]))) * fps
+        torch.testing.assert_close(library.body_angvel[s : s + n], angvel, **exact)
+        torch.testing.assert_close(library.dof_vel[s : s + n], wrap_angle(dof[pairs + 1] - dof[pairs]) * fps, **exact)
 
 
 def test_rigid_spin_gives_constant_linear_and_angular_velocity():

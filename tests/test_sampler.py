@@ -95,3 +95,16 @@ def test_bad_configuration_and_inputs_are_rejected():
         sampler.update(torch.tensor([1, 0, 0]))
     with pytest.raises(ValueError, match="saved for 4 motions"):
         sampler.load_state_dict(MotionSampler(4).state_dict())
+
+
+def test_uniform_mix_keeps_every_motion_in_training():
+    pure = MotionSampler(4, mode="soft")
+    mixed = MotionSampler(4, mode="soft", uniform_mix=0.5)
+    for sampler in (pure, mixed):
+        sampler.update(torch.tensor([True, False, False, True]))
+        sampler.update(torch.tensor([True, False, False, False]))
+    assert pure.weights().tolist() == pytest.approx([2 / 3, 0.0, 0.0, 1 / 3])  # PHC: tracked motions never drawn
+    assert mixed.weights().tolist() == pytest.approx([0.5 * 2 / 3 + 0.125, 0.125, 0.125, 0.5 / 3 + 0.125])
+    assert float(mixed.weights().sum()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="uniform_mix"):
+        MotionSampler(4, uniform_mix=1.5)

@@ -95,3 +95,13 @@ def continuous_hinge_branch(dof_pos: Tensor, starts: Tensor) -> Tensor:
     alt = torch.stack([wrap_angle(a + math.pi), wrap_angle(math.pi - b), wrap_angle(c + math.pi)], dim=-1)
     return torch.where(flipped.unsqueeze(-1), alt, ang).flatten(-2)
 
+
+def near_singular_hinges(dof_pos: Tensor, threshold_deg: float = 80.0) -> Tensor:
+    """``[..., 23]`` bool: joints whose middle (y) hinge is within ``90 - threshold_deg`` degrees of +-90 degrees.
+
+    There the x and z hinges turn about nearly the same axis, so their angles are ill-conditioned and their rates
+    can be large while the joint itself turns slowly. ``|cos y|`` is the same on both hinge branches
+    (``y`` and ``pi - y``), so this works on :func:`local_to_dof` and :func:`continuous_hinge_branch` output alike.
+    """
+    middle = dof_pos.unflatten(-1, (skeleton.NUM_BODIES - 1, 3))[..., 1]
+    return torch.cos(middle).abs() < math.cos(math.radians(threshold_deg))

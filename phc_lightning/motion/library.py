@@ -7,19 +7,26 @@ buffer           shape           meaning
 ===============  ==============  ==============================================================
 ``body_pos``     (F, 24, 3)      world body positions by FK on our skeleton offsets, metres
 ``body_rot``     (F, 24, 4)      global rotations, unit quaternions **xyzw**, relative to T-pose
-``body_vel``     (F, 24, 3)      world linear velocity, forward difference × fps, m/s
-``body_angvel``  (F, 24, 3)      world angular velocity, ``exp_map(q[t+1] q[t]^-1) × fps``, rad/s
+``body_vel``     (F, 24, 3)      world linear velocity, m/s
+``body_angvel``  (F, 24, 3)      world angular velocity, from ``exp_map(q[t+1] q[t]^-1) × fps``, rad/s
 ``dof_pos``      (F, 69)         hinge angles reproducing the local rotations, radians
-``dof_vel``      (F, 69)         wrapped hinge-angle forward difference × fps, rad/s
+``dof_vel``      (F, 69)         from wrapped hinge-angle differences × fps, rad/s, optionally clamped
 ===============  ==============  ==============================================================
 
-Velocities at a motion's last frame repeat the previous frame's (there is no next frame). Velocities are
-not smoothed (PHC applies a Gaussian filter; raw differences keep the lookup exactly consistent with
-the positions).
+Velocities are computed as PHC does (``velocity_smoothing = 2``): central differences (one-sided at a motion's
+first and last frame, like ``np.gradient``), then a Gaussian filter of ``sigma = 2`` frames over time with the
+edge frames repeated (scipy's ``gaussian_filter1d(mode="nearest")``), within each motion. Raw mocap differences
+are noisy and, as forward differences, half a frame late. ``velocity_smoothing = 0`` keeps the raw forward
+differences instead (the last frame repeats the previous frame's), exactly consistent with the positions.
+
+``max_dof_vel`` clamps every hinge speed: near 90 degrees about a joint's middle (y) hinge the x-y-z hinge
+angles are ill-conditioned and their rates explode although the joint turns slowly (see
+:func:`~phc_lightning.motion.fk.near_singular_hinges`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -37,6 +44,13 @@ _FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "
 _CHUNK_FRAMES = 1 << 18
 # Snap lookups that land within this many frames below an exact frame onto it (float32 ``t * fps`` noise).
 _FRAME_SNAP = 1e-4
+# PHC's reference velocity filter: gaussian_filter1d(sigma=2 frames). The default truncation (4 sigma) as in scipy.
+DEFAULT_VELOCITY_SMOOTHING = 2.0
+_TRUNCATE = 4.0
+# Hinge speed bound, rad/s, a safety net: human joints rarely pass ~20 rad/s, while Euler-rate blow-ups near the
+# y = 90 degree singularity can go far beyond. Measured peaks, raw -> smoothed (sigma 2): CMU 05_06 27 -> 14 rad/s
+# (a knee's x and z hinges at 77 degrees flexion), the bundled motions 9.5 -> 5.1 rad/s.
+DEFAULT_MAX_DOF_VEL = 20.0
 
 
 def sole_heights(body_pos: Tensor) -> Tensor:
@@ -50,7 +64,13 @@ def sole_heights(body_pos: Tensor) -> Tensor:
 
 
 def compute_motion_frames(
-    root_pos: Tensor, global_rot: Tensor, fps: Tensor, num_frames: Tensor, fix_height: bool
+    root_pos: Tensor,
+    global_rot: Tensor,
+    fps: Tensor,
+    num_frames: Tensor,
+    fix_height: bool,
+    velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
+    max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
 ) -> Dict[str, Tensor]:
     """Full per-frame reference state of consecutive motions concatenated along the frame axis.
 
@@ -60,6 +80,8 @@ def compute_motion_frames(
         fps: frames per second of each motion ``[M]``.
         num_frames: frames of each motion ``[M]`` (each >= 2, summing to ``F``).
         fix_height: shift each motion vertically so that its lowest sole over all frames is at z = 0.
+        velocity_smoothing: Gaussian sigma in frames over central differences; 0: raw forward differences.
+        max_dof_vel: clamp ``|dof_vel|`` to this (rad/s); None: no clamp.
 
     Returns:
         ``{"body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel"}``, shapes in the module table.
@@ -88,6 +110,18 @@ def compute_motion_frames(
     body_vel = (body_pos[b] - body_pos[a]) * frame_fps[:, None, None]
     body_angvel = quat_to_exp_map(quat_mul(rot[b], quat_conjugate(rot[a]))) * frame_fps[:, None, None]
     dof_vel = wrap_angle(dof_pos[b] - dof_pos[a]) * frame_fps[:, None]
+    if velocity_smoothing > 0:
+        first, last = idx[starts].repeat_interleave(num_frames), ends.repeat_interleave(num_frames)
+        body_vel, body_angvel, dof_vel = (
+            smooth_over_time(central_from_forward(v, starts, is_last), first, last, velocity_smoothing)
+            for v in (body_vel, body_angvel, dof_vel)
+        )
+    if max_dof_vel is not None:
+        # A plain clamp rather than a damped Euler-rate Jacobian: away from the singularity it changes nothing (and
+        # keeps dof_vel the derivative of dof_pos); near y = +-90 degrees the x and z hinges share one axis and
+        # their rates blow up together while the joint's turn about that axis (x rate +- z rate) stays small, so
+        # clamping both bounds what reference-state init writes into the hinges and keeps that turn about right.
+        dof_vel = dof_vel.clamp(-max_dof_vel, max_dof_vel)
     return {
         "body_pos": body_pos,
         "body_rot": rot,
@@ -98,6 +132,45 @@ def compute_motion_frames(
     }
 
 
+def central_from_forward(forward: Tensor, starts: Tensor, is_last: Tensor) -> Tensor:
+    """Central differences from forward ones, like ``np.gradient`` (one-sided at each motion's ends).
+
+    Args:
+        forward: ``[F, ...]`` rate of frame ``t -> t + 1`` at ``t`` (at a motion's last frame: ``T-2 -> T-1``).
+        starts: ``[F]`` bool, first frame of each motion.
+        is_last: ``[F]`` bool, last frame of each motion.
+
+    Returns:
+        ``[F, ...]``: the mean of the rates into and out of each interior frame; ``forward`` at the ends.
+    """
+    prev = (torch.arange(forward.shape[0], device=forward.device) - 1).clamp_min(0)
+    edge = (starts | is_last).view((-1,) + (1,) * (forward.dim() - 1))
+    return torch.where(edge, forward, 0.5 * (forward[prev] + forward))
+
+
+def smooth_over_time(x: Tensor, first: Tensor, last: Tensor, sigma: float) -> Tensor:
+    """Gaussian filter over the frame axis within each motion, as scipy's ``gaussian_filter1d(mode="nearest")``.
+
+    A weighted sum of shifted copies (a 1-D convolution whose padding repeats each motion's own edge frames, so
+    neighbouring motions of the concatenated buffer never mix).
+
+    Args:
+        x: ``[F, ...]`` values per frame.
+        first: ``[F]`` index of the first frame of each frame's motion.
+        last: ``[F]`` index of the last frame of each frame's motion.
+        sigma: standard deviation in frames (> 0); taps out to ``int(4 sigma + 0.5)`` frames.
+    """
+    radius = int(_TRUNCATE * sigma + 0.5)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = (weights / weights.sum()).tolist()
+    idx = torch.arange(x.shape[0], device=x.device)
+    out = torch.zeros_like(x)
+    for k, w in zip(range(-radius, radius + 1), weights):
+        out += w * x[torch.minimum(torch.maximum(idx + k, first), last)]
+    return out
+
+
 class MotionLibrary:
     """All reference motions on one device, with weighted sampling and interpolated state lookup.
 
@@ -105,6 +178,10 @@ class MotionLibrary:
         motion_file: a ``.npz`` / ``.pkl`` motion file, or already loaded :class:`RawMotion` s.
         device: where every tensor lives.
         fix_height: shift each motion vertically so that its lowest sole over the whole motion touches z = 0.
+        velocity_smoothing: sigma in frames of the Gaussian filter over central-difference velocities, as PHC
+            (2); 0: raw forward differences, unsmoothed.
+        max_dof_vel: bound on ``|dof_vel|`` in rad/s against Euler-rate blow-ups near 90 degree flexion; None: no
+            clamp.
 
     Attributes:
         num_motions: ``M``.
@@ -126,7 +203,15 @@ class MotionLibrary:
         motion_file: Union[str, Path, List[RawMotion]],
         device: Union[str, torch.device] = "cpu",
         fix_height: bool = True,
+        velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
+        max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
     ) -> None:
+        if not (math.isfinite(velocity_smoothing) and velocity_smoothing >= 0):
+            raise ValueError(f"velocity_smoothing must be a finite number >= 0, got {velocity_smoothing}")
+        if max_dof_vel is not None and not max_dof_vel > 0:
+            raise ValueError(f"max_dof_vel must be > 0 or None, got {max_dof_vel}")
+        self.velocity_smoothing = float(velocity_smoothing)
+        self.max_dof_vel = None if max_dof_vel is None else float(max_dof_vel)
         if isinstance(motion_file, (list, tuple)):  # in-memory motions get the same checks as files
             motions = [validate_motion("<motions>", m.key, m.fps, m.root_pos, m.global_rot) for m in motion_file]
             check_unique_keys("<motions>", [m.key for m in motions])
@@ -163,7 +248,9 @@ class MotionLibrary:
 
         fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
         num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
-        return compute_motion_frames(cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height)
+        return compute_motion_frames(
+            cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height, self.velocity_smoothing, self.max_dof_vel
+        )
 
     @property
     def total_frames(self) -> int:

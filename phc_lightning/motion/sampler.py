@@ -11,6 +11,10 @@ mode       weights
 ``decay``  per-motion w, initially 1/M; after an evaluation failed → 1, successful → max(w·decay, 1/M); ∝ w
 =========  ===================================================================================================
 
+With ``uniform_mix`` m > 0 the weights are ``(1 - m) · mode weights + m / M``: every motion keeps at least m / M of
+the draws, so motions the policy already tracks stay in training instead of being forgotten (PHC: m = 0, where a
+motion that never failed is never drawn again).
+
 The history for every mode is kept whatever the mode, and :meth:`MotionSampler.state_dict` holds only
 tensors and ints, so it survives ``torch.save`` / ``torch.load(weights_only=True)`` and resuming is exact.
 """
@@ -33,6 +37,7 @@ class MotionSampler:
         num_motions: number of motions M in the library (>= 1).
         mode: ``"soft"``, ``"hard"`` or ``"decay"`` (see module docstring).
         decay: multiplicative decay of a successful motion's weight per evaluation in ``decay`` mode, in (0, 1].
+        uniform_mix: share of uniform sampling mixed into the mode's weights, in [0, 1] (PHC: 0).
 
     Attributes:
         failure_counts: ``[M]`` long, how many evaluations each motion failed (all time).
@@ -41,13 +46,16 @@ class MotionSampler:
         num_updates: number of evaluations seen.
     """
 
-    def __init__(self, num_motions: int, mode: str = "soft", decay: float = 0.999) -> None:
+    def __init__(self, num_motions: int, mode: str = "soft", decay: float = 0.999, uniform_mix: float = 0.0) -> None:
         if int(num_motions) < 1:
             raise ValueError(f"num_motions: must be >= 1, got {num_motions}")
         if mode not in SAMPLER_MODES:
             raise ValueError(f"mode: unknown sampler mode {mode!r}, expected one of {', '.join(SAMPLER_MODES)}")
         if not 0.0 < float(decay) <= 1.0:
             raise ValueError(f"decay: must be in (0, 1], got {decay}")
+        if not 0.0 <= float(uniform_mix) <= 1.0:
+            raise ValueError(f"uniform_mix: must be in [0, 1], got {uniform_mix}")
+        self.uniform_mix = float(uniform_mix)
         self.num_motions = int(num_motions)
         self.mode = mode
         self.decay = float(decay)
@@ -85,7 +93,8 @@ class MotionSampler:
             raw = self.decay_weights
         if raw.sum() <= 0:  # soft: never failed; hard: nothing failed last time
             raw = torch.ones_like(raw)
-        return (raw / raw.sum()).float()
+        mixed = (1.0 - self.uniform_mix) * raw / raw.sum() + self.uniform_mix / self.num_motions
+        return mixed.float()
 
     def state_dict(self) -> Dict[str, Any]:
         """History as tensors and ints only (``torch.load(weights_only=True)``-safe)."""
