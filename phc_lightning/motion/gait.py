@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from phc_lightning import skeleton
+from phc_lightning.motion.gait_plan import balance_xy, extend_times, min_jerk, smooth
 from phc_lightning.rotations import quat_conjugate, quat_from_axis_angle, quat_mul, quat_rotate
 
 Tensor = torch.Tensor
@@ -75,26 +76,6 @@ def align_rotation(src_main: Tensor, src_side: Tensor, dst_main: Tensor, dst_sid
     # b @ a^T written out as a sum so the result does not depend on BLAS kernels (byte-identical output).
     m = (b[..., :, :, None] * a.transpose(-1, -2)[..., None, :, :]).sum(-2)
     return quat_from_matrix(m)
-
-
-def smooth(x: Tensor, sigma: float) -> Tensor:
-    """Gaussian blur along dim 0 with standard deviation ``sigma`` frames, edges held constant."""
-    if sigma <= 0:
-        return x
-    radius = int(math.ceil(3.0 * sigma))
-    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=DTYPE) / sigma) ** 2)
-    k = k / k.sum()
-    pad = torch.cat([x[:1].expand((radius,) + x.shape[1:]), x, x[-1:].expand((radius,) + x.shape[1:])])
-    out = torch.zeros_like(x)
-    for i in range(2 * radius + 1):
-        out = out + k[i] * pad[i : i + x.shape[0]]
-    return out
-
-
-def min_jerk(s: Tensor) -> Tensor:
-    """Minimum-jerk blend 0 -> 1 of ``s`` clamped to [0, 1]: zero velocity and acceleration at both ends."""
-    s = s.clamp(0.0, 1.0)
-    return s**3 * (10.0 - 15.0 * s + 6.0 * s * s)
 
 
 def yaw_frame(heading: Tensor) -> Tuple[Tensor, Tensor]:
@@ -343,6 +324,9 @@ def lower_body(
     lean: Optional[Tensor] = None,
     shift: Optional[Tensor] = None,
     dip: Optional[Tensor] = None,
+    first_shift: Optional[float] = None,
+    zsmooth: float = 3.0,
+    zsmooth_iters: int = 4,
 ) -> Dict[str, Tensor]:
     """Pelvis trajectory and leg rotations for a path and a gait.
 
@@ -356,6 +340,10 @@ def lower_body(
         lean: extra pelvis roll ``[T]`` (into a turn), radians.
         shift: ``[T, 2]`` extra pelvis offset in the heading frame (forward, left), metres.
         dip: ``[T]`` how much lower the pelvis sits while a foot is down than in flight (running), metres.
+        first_shift: if given (with a gait), the pelvis follows a balance plan instead of the path + ``sway``:
+            its centre of mass keeps the needed CoP on the feet (:mod:`phc_lightning.motion.gait_plan`), the
+            weight moving onto the stance foot over ``first_shift`` seconds before the first lift-off;
+            ``shift`` is then the pelvis offset from that centre of mass.
 
     Returns:
         Dict with ``root_pos [T, 3]``, ``pelvis_rot [T, 4]``, ``heading [T]``, ``stride [T]`` (right-minus-left
@@ -363,20 +351,36 @@ def lower_body(
     """
     fps = 1.0 / float(times[1] - times[0])
     xy, heading = path(times)
-    feet: Dict[str, FootTrack] = {s: plan_foot(times, path, s, stance, gait) for s in "LR"}
+    n = times.shape[0]
+    balanced = first_shift is not None and gait is not None
+    # A balance plan must see the steps after the clip's end: plan the feet further (the clip's part is the same).
+    ext = extend_times(times, 1.5)[0] if balanced else times
+    ahead = {s: plan_foot(ext, path, s, stance, gait) for s in "LR"}
+    feet = {s: FootTrack(*(x[:n] for x in (f.ankle_pos, f.rot, f.yaw, f.contact))) for s, f in ahead.items()}
     fwd, left = yaw_frame(heading)
     support = smooth(feet["L"].contact - feet["R"].contact, 0.1 * fps)  # +1 on the left foot .. -1 on the right
     stride = smooth(((feet["R"].ankle_pos - feet["L"].ankle_pos) * fwd).sum(-1), 2.0) / 0.7
     pelvis_xy = xy + sway * support[:, None] * left[:, :2]
-    if shift is not None:
+    if shift is not None and not balanced:
         pelvis_xy = pelvis_xy + shift[:, :1] * fwd[:, :2] + shift[:, 1:] * left[:, :2]
     roll = roll_amp * support + (lean if lean is not None else 0.0)
     pelvis_rot = yaw_roll_pitch(heading + yaw_amp * stride.clamp(-1.2, 1.2), roll, pitch)
     if dip is not None:
         height = height - dip * smooth((feet["L"].contact + feet["R"].contact).clamp(max=1.0), 0.05 * fps)
-    limit = torch.minimum(*(max_pelvis_height(s, pelvis_xy, pelvis_rot, feet[s].ankle_pos, knee_min) for s in "LR"))
-    # Blur the capped target (the cap has kinks at double support), then cap again for safety.
-    root_z = torch.minimum(smooth(torch.minimum(height, limit - 0.006), 1.5), limit)
+    root_z = height
+    for _ in range(3 if balanced else 1):
+        if balanced:
+            tips = {s: f.ankle_pos + quat_rotate(f.rot, _toe_tip(s).expand_as(f.ankle_pos)) for s, f in ahead.items()}
+            pelvis_xy = balance_xy(ext, ahead, tips, float(first_shift), root_z, xy[0])[:n]
+            if shift is not None:
+                pelvis_xy = pelvis_xy + shift[:, :1] * fwd[:, :2] + shift[:, 1:] * left[:, :2]
+        limit = torch.minimum(*(max_pelvis_height(s, pelvis_xy, pelvis_rot, feet[s].ankle_pos, knee_min) for s in "LR"))
+        # Blur the capped target (the cap has kinks at double support) until it stays under the cap: the pelvis
+        # then sinks early and gently into each double support (a sharp dip would ask for huge vertical forces).
+        root_z = height
+        for _ in range(zsmooth_iters if balanced else 1):
+            root_z = smooth(torch.minimum(root_z, limit - 0.006), zsmooth if balanced else 1.5)
+        root_z = torch.minimum(root_z, limit)
     out = {
         "root_pos": torch.cat([pelvis_xy, root_z[:, None]], -1),
         "pelvis_rot": pelvis_rot,

@@ -1,14 +1,15 @@
 """Built-in reference motions generated procedurally (no mocap can be shipped).
 
 Seven clips at 30 fps, each starting from a relaxed standing pose (arms down, not the T-pose):
-``stand``, ``walk`` (1.2 m/s), ``walk_circle`` (radius 1.5 m, > 270 degrees), ``turn`` (180 degrees on the
+``stand``, ``walk`` (1.0 m/s), ``walk_circle`` (radius 1.5 m, > 270 degrees), ``turn`` (180 degrees on the
 spot, stepping), ``squat``, ``wave`` (right hand above the head) and ``jog`` (2.5 m/s, short flight phases).
 
 Method: a pelvis path (position + heading) drives a footstep plan (:mod:`phc_lightning.motion.gait`: a
 planted foot lies flat or rolls over its fixed toe tip, so it never slides; swings follow the path); the
-pelvis height is a per-clip target capped by what the legs can reach (so it bobs like an inverted pendulum),
-then blurred; the legs are solved with exact two-link IK; the trunk counter-rotates, the arms swing against
-the legs and the head keeps a level gaze. Local rotations go through
+pelvis of the stepping clips follows a balance plan (:mod:`phc_lightning.motion.gait_plan`: the centre of
+pressure it needs stays on the feet); the pelvis height is a per-clip target capped by what the legs can reach
+(so it bobs like an inverted pendulum), then blurred; the legs are solved with exact two-link IK; the trunk
+counter-rotates, the arms swing against the legs and the head keeps a level gaze. Local rotations go through
 :func:`phc_lightning.motion.fk.local_to_global`. Every clip keeps each hinge-angle decomposition
 (:func:`phc_lightning.motion.fk.local_to_dof`) away from gimbal lock (knees below 90 degrees of flexion).
 Everything is deterministic (no randomness, float64 maths, outputs rounded to 1e-5 before the float32 cast)
@@ -86,20 +87,20 @@ def _min_jerk_integral(s: Tensor) -> Tensor:
     return c**4 * (2.5 - 3.0 * c + c * c) + (s - 1.0).clamp_min(0.0)
 
 
-def _distance(t: Tensor, speed: float, ramp: float) -> Tensor:
-    """Arc length travelled when the speed eases from 0 to ``speed`` over ``ramp`` seconds (0 before t=0)."""
-    return speed * ramp * _min_jerk_integral(t / ramp)
+def _distance(t: Tensor, speed: float, ramp: float, delay: float = 0.0) -> Tensor:
+    """Arc length travelled when the speed eases from 0 to ``speed`` over ``ramp`` seconds from ``delay``."""
+    return speed * ramp * _min_jerk_integral((t - delay) / ramp)
 
 
-def _straight_path(speed: float, ramp: float) -> PathFn:
-    return lambda t: (torch.stack([_distance(t, speed, ramp), torch.zeros_like(t)], -1), torch.zeros_like(t))
+def _straight_path(speed: float, ramp: float, delay: float = 0.0) -> PathFn:
+    return lambda t: (torch.stack([_distance(t, speed, ramp, delay), torch.zeros_like(t)], -1), torch.zeros_like(t))
 
 
-def _circle_path(speed: float, ramp: float, radius: float) -> PathFn:
+def _circle_path(speed: float, ramp: float, radius: float, delay: float = 0.0) -> PathFn:
     """Counter-clockwise circle starting at the origin heading +x (centre at (0, radius))."""
 
     def path(t: Tensor) -> Tuple[Tensor, Tensor]:
-        angle = _distance(t, speed, ramp) / radius
+        angle = _distance(t, speed, ramp, delay) / radius
         return torch.stack([radius * torch.sin(angle), radius * (1.0 - torch.cos(angle))], -1), angle
 
     return path
@@ -250,6 +251,8 @@ def _gait_clip(
     sway: float = 0.02,
     yaw_amp: float = 0.08,
     crouch: float = 0.0,
+    first_shift: Optional[float] = 0.4,
+    com_ahead: float = 0.016,
 ) -> RawMotion:
     """A locomotion clip: start standing, ease into the gait over ``ramp`` seconds and keep going.
 
@@ -261,7 +264,8 @@ def _gait_clip(
     lower = lower_body(
         t, path, gait, stance or _stance(), STAND_HEIGHT - crouch * ramp_in, 0.02 + pitch * ramp_in,
         knee_min=0.02 + (knee_min - 0.02) * ramp_in, sway=sway, roll_amp=0.04, yaw_amp=yaw_amp,
-        lean=0.4 * turn_lean * ramp_in, dip=dip * ramp_in,
+        lean=0.4 * turn_lean * ramp_in, dip=dip * ramp_in, first_shift=first_shift,
+        shift=None if first_shift is None else torch.stack([-com_ahead * ramp_in, torch.zeros_like(t)], -1),
     )  # fmt: skip
     heading = lower["heading"]
     # Shoulders counter-rotate against the pelvis; the head looks a little ahead along the path.
@@ -275,17 +279,23 @@ def _gait_clip(
 
 
 def _walk() -> RawMotion:
-    gait = Gait(period=1.1, duty=0.6, first_swing=0.15, lift=0.09, heel_off=0.5, roll=0.25)
-    return _gait_clip("walk", 5.0, _straight_path(1.2, 1.0), gait, ramp=1.0, pitch=0.04, lean=0.03,
+    # 1.0 m/s with 0.5 m steps: longer steps make the pelvis sink so deep in double support that the vertical
+    # forces (and the CoP they imply) stop being plausible. The path starts 0.3 s late and the first foot lifts at
+    # 0.55 s, once the weight is on the other foot (see gait_plan).
+    gait = Gait(period=1.0, duty=0.6, first_swing=0.55, lift=0.09, heel_off=0.5, roll=0.25)
+    return _gait_clip("walk", 5.0, _straight_path(1.0, 1.0, 0.3), gait, ramp=1.0, pitch=0.04, lean=0.03,
                       knee_min=0.08, arm_amp=0.35, elbow=0.15, crouch=0.02)  # fmt: skip
 
 
 def _walk_circle() -> RawMotion:
+    # Not yet on the balance plan (first_shift=None): at this speed and radius the planned pelvis sinks too fast
+    # in double support; the clip keeps its old, partly infeasible, path-following pelvis.
     speed, radius = 1.3, 1.5
     gait = Gait(period=1.05, duty=0.6, first_swing=0.15, lift=0.08, heel_off=0.5, roll=0.25)
     lean = -0.5 * speed**2 / (9.81 * radius)  # lean into the (left) turn, half the ideal pendulum angle
     return _gait_clip("walk_circle", 6.0, _circle_path(speed, 0.9, radius), gait, ramp=0.9, pitch=0.04, lean=0.03,
-                      knee_min=0.2, arm_amp=0.3, elbow=0.15, turn_lean=lean, crouch=0.03)  # fmt: skip
+                      knee_min=0.2, arm_amp=0.3, elbow=0.15, turn_lean=lean, crouch=0.03,
+                      first_shift=None)  # fmt: skip
 
 
 def _turn() -> RawMotion:
