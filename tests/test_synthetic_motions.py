@@ -201,7 +201,7 @@ def test_walk_circle_turns_over_270_degrees_around_a_circle(clips: Dict[str, Cli
     # Algebraic circle fit: x^2 + y^2 = 2 a x + 2 b y + c.
     a, b, c = np.linalg.lstsq(np.c_[2 * xy, np.ones(len(xy))], (xy**2).sum(1), rcond=None)[0]
     radius = math.sqrt(c + a * a + b * b)
-    assert 1.4 <= radius <= 2.0
+    assert 0.85 <= radius <= 2.0  # the pelvis circles ~1 m (inside the feet's path: it leans into the turn)
     assert float(np.abs(np.hypot(xy[:, 0] - a, xy[:, 1] - b) - radius).max()) < 0.1
 
 

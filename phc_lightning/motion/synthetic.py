@@ -1,7 +1,7 @@
 """Built-in reference motions generated procedurally (no mocap can be shipped).
 
 Seven clips at 30 fps, each starting from a relaxed standing pose (arms down, not the T-pose):
-``stand``, ``walk`` (1.0 m/s), ``walk_circle`` (radius 1.5 m, > 270 degrees), ``turn`` (180 degrees on the
+``stand``, ``walk`` (1.0 m/s), ``walk_circle`` (0.9 m/s, radius 1 m, > 270 degrees), ``turn`` (180 degrees on the
 spot, stepping), ``squat``, ``wave`` (right hand above the head) and ``jog`` (2.5 m/s, short flight phases).
 
 Method: a pelvis path (position + heading) drives a footstep plan (:mod:`phc_lightning.motion.gait`: a
@@ -288,14 +288,14 @@ def _walk() -> RawMotion:
 
 
 def _walk_circle() -> RawMotion:
-    # Not yet on the balance plan (first_shift=None): at this speed and radius the planned pelvis sinks too fast
-    # in double support; the clip keeps its old, partly infeasible, path-following pelvis.
-    speed, radius = 1.3, 1.5
-    gait = Gait(period=1.05, duty=0.6, first_swing=0.15, lift=0.08, heel_off=0.5, roll=0.25)
-    lean = -0.5 * speed**2 / (9.81 * radius)  # lean into the (left) turn, half the ideal pendulum angle
-    return _gait_clip("walk_circle", 6.0, _circle_path(speed, 0.9, radius), gait, ramp=0.9, pitch=0.04, lean=0.03,
-                      knee_min=0.2, arm_amp=0.3, elbow=0.15, turn_lean=lean, crouch=0.03,
-                      first_shift=None)  # fmt: skip
+    # On the balance plan like walk. A tight circle at walking speed makes the inner leg cap the pelvis height
+    # (sharp drops, vertical forces near 0): 0.9 m/s on a 1 m circle with short quick steps (0.8 s strides) and a
+    # deeper crouch keeps the needed CoP on the feet and still turns > 270 degrees in 6 s. Full pendulum lean.
+    speed, radius = 0.9, 1.0
+    gait = Gait(period=0.8, duty=0.6, first_swing=0.55, lift=0.08, heel_off=0.5, roll=0.25)
+    lean = -speed**2 / (9.81 * radius)  # lean into the (left) turn
+    return _gait_clip("walk_circle", 6.0, _circle_path(speed, 0.9, radius, 0.2), gait, ramp=0.9, pitch=0.04,
+                      lean=0.03, knee_min=0.15, arm_amp=0.3, elbow=0.15, turn_lean=lean, crouch=0.08)  # fmt: skip
 
 
 def _turn() -> RawMotion:
