@@ -14,7 +14,8 @@ schedule       learning rate at the start of epoch ``e`` (``p = env_steps / tota
 ``constant``   ``lr0``
 ``adaptive_kl`` after every minibatch: ``lr / kl_factor`` when approx KL > 2·target_kl, ``lr · kl_factor`` when
                approx KL < target_kl / 2, kept in ``[min_lr, max_lr]`` (rsl_rl / mjlab trackers; the KL is
-               the module's ``last_approx_kl``, measured on the minibatch just trained)
+               the module's ``last_approx_kl``, measured on the minibatch just trained; the first minibatch
+               of an iteration, whose KL is 0 by construction, leaves the lr alone)
 =============  ==========================================================================================
 
 With several param groups (actor and critic) every group keeps its ratio to the first group's lr.
@@ -146,7 +147,9 @@ class LRAnnealing(pl.Callback):
         kl = getattr(pl_module, "last_approx_kl", None)
         if kl is None:
             raise AttributeError(f"LRAnnealing(schedule='adaptive_kl') needs {type(pl_module).__name__}.last_approx_kl")
-        if kl != kl:  # NaN: no information, keep the lr
+        # NaN, or exactly 0 (the first minibatch of an iteration: the policy has not moved yet) carries no
+        # information; adapting on it would raise the lr once per iteration and bias the KL above its target.
+        if kl != kl or kl == 0.0:
             return
         for optimizer in trainer.optimizers:
             groups = optimizer.param_groups

@@ -150,7 +150,7 @@ def test_adaptive_kl_lowers_the_lr_above_the_band_and_raises_it_below():
 
 
 def test_adaptive_kl_keeps_the_lr_inside_its_bounds():
-    module = KLModule([1.0] * 3 + [0.0] * 3)
+    module = KLModule([1.0] * 3 + [0.001] * 3)
     fit(LRAnnealing(schedule="adaptive_kl", target_kl=0.01, min_lr=0.05, max_lr=0.12), max_epochs=2, module=module)
     actor = [lrs[0] for lrs in module.lrs]
     assert actor == pytest.approx([0.1, 0.1 / 1.5, 0.05, 0.05, 0.075, 0.1125], rel=1e-12)
@@ -160,3 +160,9 @@ def test_adaptive_kl_keeps_the_lr_inside_its_bounds():
 def test_adaptive_kl_rejects_bad_bounds():
     with pytest.raises(ValueError, match="min_lr <= max_lr"):
         LRAnnealing(schedule="adaptive_kl", min_lr=1e-2, max_lr=1e-3)
+
+
+def test_adaptive_kl_ignores_the_zero_kl_of_an_iterations_first_minibatch():
+    module = KLModule([0.0, 0.05, 0.0, 0.05, 0.0, 0.0])
+    fit(LRAnnealing(schedule="adaptive_kl", target_kl=0.01, min_lr=1e-3, max_lr=1.0), max_epochs=2, module=module)
+    assert [lrs[0] for lrs in module.lrs] == pytest.approx([LR0, LR0, LR0 / 1.5, LR0 / 1.5, LR0 / 1.5**2, LR0 / 1.5**2])
