@@ -1,10 +1,9 @@
 """Footstep planning, analytic leg IK and the pelvis + legs of the synthetic motions.
 
 Everything works on time series of float64 torch tensors (``T`` frames) and xyzw quaternions relative to the
-T-pose, world z up. :func:`plan_foot` plans a foot as its ankle body: flat on the floor or rolling over its
-fixed toe tip while it bears weight (it never slides), swinging along the path in between.
-:func:`solve_leg` turns a pelvis pose and a foot pose into hip / knee / ankle local rotations with an exact
-two-link solution (the knee only flexes, about its local y axis); :func:`lower_body` puts it all together.
+T-pose, world z up. :func:`plan_foot` plans a foot as its ankle body: flat or rolling over its fixed toe tip while
+it bears weight (never sliding), swinging along the path in between. :func:`solve_leg` gives hip / knee / ankle
+rotations by exact two-link IK (the knee only flexes, about y); :func:`lower_body` puts it all together.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from phc_lightning import skeleton
-from phc_lightning.motion.gait_plan import balance_xy, extend_times, min_jerk, smooth
+from phc_lightning.motion.gait_plan import balance_xy, ballistic_height, extend_times, min_jerk, running_height, smooth
 from phc_lightning.rotations import quat_conjugate, quat_from_axis_angle, quat_mul, quat_rotate
 
 Tensor = torch.Tensor
@@ -339,11 +338,10 @@ def lower_body(
         yaw_amp: pelvis yaw toward the forward leg, radians.
         lean: extra pelvis roll ``[T]`` (into a turn), radians.
         shift: ``[T, 2]`` extra pelvis offset in the heading frame (forward, left), metres.
-        dip: ``[T]`` how much lower the pelvis sits while a foot is down than in flight (running), metres.
-        first_shift: if given (with a gait), the pelvis follows a balance plan instead of the path + ``sway``:
-            its centre of mass keeps the needed CoP on the feet (:mod:`phc_lightning.motion.gait_plan`), the
-            weight moving onto the stance foot over ``first_shift`` seconds before the first lift-off;
-            ``shift`` is then the pelvis offset from that centre of mass.
+        dip: ``[T]`` pelvis lowering while a foot is down (ignored on the balance plan with flight), metres.
+        first_shift: if given (with a gait), the pelvis follows a balance plan (:mod:`~.gait_plan`; ballistic
+            height with flight) keeping the needed CoP on the feet, the weight moving onto the stance foot over
+            ``first_shift`` s before the first lift-off; ``shift`` is then the pelvis offset from the COM.
 
     Returns:
         Dict with ``root_pos [T, 3]``, ``pelvis_rot [T, 4]``, ``heading [T]``, ``stride [T]`` (right-minus-left
@@ -367,7 +365,9 @@ def lower_body(
     pelvis_rot = yaw_roll_pitch(heading + yaw_amp * stride.clamp(-1.2, 1.2), roll, pitch)
     if dip is not None:
         height = height - dip * smooth((feet["L"].contact + feet["R"].contact).clamp(max=1.0), 0.05 * fps)
-    root_z = height
+    running = balanced and gait.duty < 0.5  # flight: the pelvis falls freely in flight, springs off in stance
+    down = (ahead["L"].contact + ahead["R"].contact).clamp(max=1.0)
+    profile, root_z = ballistic_height(down, 1.0 / fps) if running else None, height
     for _ in range(3 if balanced else 1):
         if balanced:
             tips = {s: f.ankle_pos + quat_rotate(f.rot, _toe_tip(s).expand_as(f.ankle_pos)) for s, f in ahead.items()}
@@ -375,8 +375,10 @@ def lower_body(
             if shift is not None:
                 pelvis_xy = pelvis_xy + shift[:, :1] * fwd[:, :2] + shift[:, 1:] * left[:, :2]
         limit = torch.minimum(*(max_pelvis_height(s, pelvis_xy, pelvis_rot, feet[s].ankle_pos, knee_min) for s in "LR"))
-        # Blur the capped target (the cap has kinks at double support) until it stays under the cap: the pelvis
-        # then sinks early and gently into each double support (a sharp dip would ask for huge vertical forces).
+        if running:
+            root_z = running_height(profile, down, limit, float(height[0]), 1.0 / fps)[:n]
+            continue
+        # Blur the capped target (kinks at double support) under the cap: gentle sinks, no huge vertical forces.
         root_z = height
         for _ in range(zsmooth_iters if balanced else 1):
             root_z = smooth(torch.minimum(root_z, limit - 0.006), zsmooth if balanced else 1.5)

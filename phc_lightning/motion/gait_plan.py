@@ -181,3 +181,62 @@ def balance_xy(
     zmp = zmp_reference(share, points["L"], points["R"])
     z = torch.cat([pelvis_z, pelvis_z[-1:].expand(times.shape[0] - pelvis_z.shape[0])]) + COM_ABOVE_PELVIS
     return plan_com(times, zmp, share, z, start)
+
+
+def ballistic_height(contact: Tensor, dt: float, shape: float = 0.3, settle: float = 0.2) -> Tensor:
+    """Pelvis height profile ``[T]`` (relative to its start, at rest there) for a gait with flight phases.
+
+    ``contact [T]`` is 1 while any foot is down. In flight the height falls freely (z'' = -g, so the ground
+    needs to push nothing). Each stance pushes with a half-sine-like force ``g + z'' = P (shape + (1 - shape)
+    sin(pi s))`` scaled so the body leaves with the take-off velocity that makes the next flight symmetric
+    (v = g T_flight / 2): it decelerates the fall and re-launches, like a spring. The first stance (standing
+    at the start) eases that push in over its last ``settle`` seconds.
+    """
+    c = contact.numpy() > 0.5
+    n = len(c)
+    acc = np.zeros(n)
+    vel = 0.0
+    i = 0
+    while i < n:
+        a = i
+        while i < n and c[i] == c[a]:
+            i += 1
+        b = i  # run [a, b)
+        if not c[a]:
+            acc[a:b] = -GRAVITY
+            vel -= GRAVITY * (b - a) * dt
+            continue
+        j = b
+        while j < n and not c[j]:
+            j += 1
+        if b >= n or j >= n:  # no take-off within the horizon: come to rest
+            v_out, span = 0.0, b - a
+        else:
+            v_out, span = 0.5 * GRAVITY * (j - b) * dt, b - a
+        s = (np.arange(b - a) + 0.5) / span
+        w = shape + (1.0 - shape) * np.sin(math.pi * s)
+        r = np.ones(b - a)
+        if a == 0:  # standing start: push only over the last `settle` seconds
+            r = min_jerk(torch.from_numpy((np.arange(b - a) - (b - a - settle / dt)) / (settle / dt))).numpy()
+        # sum r (-g + P w) dt = v_out - vel
+        p = ((v_out - vel) / dt + GRAVITY * r.sum()) / max(float((r * w).sum()), 1e-9)
+        acc[a:b] = r * (-GRAVITY + p * w)
+        vel = v_out
+    # Central second differences of z equal acc exactly (what a finite-difference inverse dynamics sees).
+    v_half = np.cumsum(acc) * dt  # velocity between frames k and k + 1
+    z = np.concatenate([[0.0], np.cumsum(v_half[:-1]) * dt])
+    return torch.from_numpy(z)
+
+
+def running_height(
+    profile: Tensor, contact: Tensor, limit: Tensor, start: float, dt: float, margin: float = 0.006
+) -> Tensor:
+    """Pelvis height ``[K]`` for a gait with flight: the ballistic ``profile [K]`` (:func:`ballistic_height`)
+    lifted as high as the legs allow over the clip (``limit [T]``, T <= K), easing down from the standing
+    ``start`` height before the first push-off (a constant offset keeps every flight a free fall)."""
+    n = limit.shape[0]
+    base = float((limit - profile[:n]).min()) - margin
+    off = np.flatnonzero(contact.numpy() < 0.5)
+    settle = max(float(off[0]) * dt - 0.25, dt) if len(off) else 1.0  # done before the push-off window
+    t = torch.arange(profile.shape[0], dtype=DTYPE) * dt
+    return base + profile + (start - base) * (1.0 - min_jerk(t / settle))

@@ -2,7 +2,7 @@
 
 Seven clips at 30 fps, each starting from a relaxed standing pose (arms down, not the T-pose):
 ``stand``, ``walk`` (1.0 m/s), ``walk_circle`` (0.9 m/s, radius 1 m, > 270 degrees), ``turn`` (180 degrees on the
-spot, stepping), ``squat``, ``wave`` (right hand above the head) and ``jog`` (2.5 m/s, short flight phases).
+spot, stepping), ``squat``, ``wave`` (right hand above the head) and ``jog`` (2.0 m/s, short ballistic flight phases).
 
 Method: a pelvis path (position + heading) drives a footstep plan (:mod:`phc_lightning.motion.gait`: a
 planted foot lies flat or rolls over its fixed toe tip, so it never slides; swings follow the path); the
@@ -305,9 +305,11 @@ def _turn() -> RawMotion:
 
 
 def _jog() -> RawMotion:
-    gait = Gait(period=0.7, duty=0.38, first_swing=0.25, lift=0.1, heel_off=0.5)
+    # 2.0 m/s, quick 0.6 s strides, short flights: the pelvis falls freely in flight and is re-launched by a
+    # spring-like push in stance (gait_plan.ballistic_height); longer/faster strides overreach the legs.
+    gait = Gait(period=0.6, duty=0.4, first_swing=0.25, lift=0.1, heel_off=0.5)
     stance = _stance(extra_width=-0.015, toe_out=0.05)
-    return _gait_clip("jog", 4.5, _straight_path(2.5, 1.2), gait, ramp=1.2, pitch=0.07, lean=0.08,
+    return _gait_clip("jog", 4.5, _straight_path(2.0, 1.2), gait, ramp=1.2, pitch=0.07, lean=0.08,
                       knee_min=0.35, arm_amp=0.35, elbow=1.1, stance=stance, dip=0.03, sway=0.01,
                       yaw_amp=0.1)  # fmt: skip
 
