@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from phc_lightning.data import PHCDataModule
 from phc_lightning.errors import ConfigError
-from phc_lightning.module import PHCModule
+from phc_lightning.module import ACTION_INTERFACE_KEYS, PHCModule
 from phc_lightning.motion.formats import MotionFileError
 
 # Errors caused by what the user gave us: one line and exit code 2, not a traceback.
@@ -35,12 +35,32 @@ class PHCCLI(LightningCLI):
         policy's own: its action interface)."""
         parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI puts the checkpoint's model hyperparameters over the config (so ``validate`` uses the
+        checkpoint's action interface and network sizes); say so when that overrides what the config asked for."""
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        before = {key: model.get(key) for key in ACTION_INTERFACE_KEYS} if model is not None else {}
+        super()._parse_ckpt_path()
+        if not before:
+            return
+        after = self.config[subcommand]["model"]
+        for key, asked in before.items():
+            used = after.get(key)
+            if _normalized(used) != _normalized(asked):
+                print(f"phc: using the checkpoint's model.{key}={used!r} (the config says {asked!r}): a policy "
+                      "only means something under the action interface it was trained with", file=sys.stderr)
+
     def instantiate_classes(self) -> None:
         """Build model, data, trainer and callbacks; a value they reject is a config error, not a bug."""
         try:
             super().instantiate_classes()
         except ValueError as err:
             raise ConfigError(str(err).splitlines()[0]) from err
+
+
+def _normalized(value: object) -> object:
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
