@@ -20,8 +20,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from phc_lightning.data import PHCDataModule
 from phc_lightning.errors import ConfigError
-from phc_lightning.module import ACTION_INTERFACE_KEYS, PHCModule
+from phc_lightning.module import PHCModule
 from phc_lightning.motion.formats import MotionFileError
+from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
 
 # Errors caused by what the user gave us: one line and exit code 2, not a traceback.
 USER_ERRORS = (MotionFileError, ConfigError, FileNotFoundError)

@@ -24,11 +24,10 @@ import torch
 from torch import nn
 
 from phc_lightning import ppo, skeleton
-from phc_lightning.errors import ConfigError
 from phc_lightning.eval_metrics import MotionTrackingMetrics
 from phc_lightning.evaluation import per_motion_rows
 from phc_lightning.networks import ActorCritic, RunningNorm
-from phc_lightning.task.actions import ActionInterface
+from phc_lightning.task.actions import ActionInterface, check_action_interface
 from phc_lightning.warm_start import load_policy_weights
 
 Tensor = torch.Tensor
@@ -52,8 +51,6 @@ LOSS_KEYS = (
 DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
 
-ACTION_INTERFACE_KEYS = ("residual_actions", "action_scale", "dof_action_scale", "frozen_bodies")
-"""Hyperparameters that define what the policy's output means; a checkpoint is only valid under its own."""
 
 
 class PHCModule(L.LightningModule):
@@ -399,20 +396,3 @@ class PHCModule(L.LightningModule):
         self.train(was_training)
         return self.eval_results()
 
-
-def check_action_interface(saved: Dict[str, Any], current: Dict[str, Any], source: str) -> None:
-    """Raise :class:`ConfigError` naming the first action-interface hyperparameter that differs.
-
-    Checkpoints written before the interface was saved (no such keys) are accepted as they are.
-    """
-    for key in ACTION_INTERFACE_KEYS:
-        if key not in saved:
-            continue
-        old, new = saved[key], current.get(key)
-        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
-            old, new = list(old), list(new)
-        if old != new:
-            raise ConfigError(
-                f"{source}: the checkpoint's policy was trained with model.{key}={old!r}, this config says {new!r}; "
-                f"use the run's own config (or set --model.{key} to match)"
-            )

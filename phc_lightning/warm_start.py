@@ -7,6 +7,7 @@ import os
 import torch
 
 from phc_lightning.errors import ConfigError
+from phc_lightning.task.actions import check_action_interface
 
 # Parts of the module state a warm start takes; optimizer state, counters and the L2 anchor start fresh.
 WARM_START_PREFIXES = ("policy.", "obs_norm.")
@@ -25,8 +26,6 @@ def load_policy_weights(module: torch.nn.Module, path: str) -> None:
         state = ckpt["state_dict"]
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
         raise ConfigError(f"model.init_from: {path} is not a readable phc-lightning checkpoint ({err})") from None
-    from phc_lightning.module import check_action_interface  # the module imports this file
-
     check_action_interface(ckpt.get("hyper_parameters", {}), dict(getattr(module, "hparams", {})), "model.init_from")
     wanted = {k: v for k, v in state.items() if k.startswith(WARM_START_PREFIXES)}
     own = module.state_dict()

@@ -11,11 +11,12 @@ the env takes PD targets and never interprets actions itself.
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
 from phc_lightning import skeleton
+from phc_lightning.errors import ConfigError
 
 Tensor = torch.Tensor
 
@@ -24,6 +25,10 @@ PHC_DOF_ACTION_SCALE: Dict[str, float] = {
     "R_Knee_y": skeleton.KNEE_ACTION_SCALE,
 }
 """PHC's per-DoF exceptions to the common action scale: the knee flexion hinges."""
+
+ACTION_INTERFACE_KEYS = ("residual_actions", "action_scale", "dof_action_scale", "frozen_bodies")
+"""``PHCModule`` hyperparameters that define what the policy's output means; a checkpoint is only valid under its
+own."""
 
 
 class ActionInterface:
@@ -91,3 +96,21 @@ class ActionInterface:
         targets = actions.new_zeros(actions.shape[0], skeleton.NUM_DOFS)
         targets[:, controlled] = offset
         return targets
+
+
+def check_action_interface(saved: Dict[str, Any], current: Dict[str, Any], source: str) -> None:
+    """Raise :class:`ConfigError` naming the first action-interface hyperparameter that differs.
+
+    Checkpoints written before the interface was saved (no such keys) are accepted as they are.
+    """
+    for key in ACTION_INTERFACE_KEYS:
+        if key not in saved:
+            continue
+        old, new = saved[key], current.get(key)
+        if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            raise ConfigError(
+                f"{source}: the checkpoint's policy was trained with model.{key}={old!r}, this config says {new!r}; "
+                f"use the run's own config (or set --model.{key} to match)"
+            )
