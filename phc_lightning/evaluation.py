@@ -53,8 +53,7 @@ def play_motions(
             actions = torch.zeros(n, module.action_dim, device=device)
         else:
             actions, _, _ = module.act(obs.to(device), deterministic=True)
-        targets = module.pd_targets(actions, env.ref_next_dof_pos.to(device))
-        result = env.step(targets.to(env.device))
+        result = env.step(module.pd_targets(actions.to(env.device), env.ref_next_dof_pos))
         keep = active[:, None, None]  # finished envs were auto-reset: their later frames are padding
         pred.append(torch.where(keep, result.info["body_pos"], torch.zeros_like(result.info["body_pos"])))
         gt.append(torch.where(keep, result.info["ref_body_pos"], torch.zeros_like(result.info["ref_body_pos"])))

@@ -231,10 +231,9 @@ class RolloutDataset(IterableDataset):
             obs = self.next_obs
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
             # stays with the env and Lightning moves each minibatch to the module.
-            actions, logprobs, values = module.act(obs.to(module.device))
-            targets = module.pd_targets(actions, env.ref_next_dof_pos.to(module.device))
-            actions, logprobs, values = actions.to(obs.device), logprobs.to(obs.device), values.to(obs.device)
-            result = env.step(targets.to(env.device))
+            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device)))
+            # PD targets where the env lives: the actions are moved there anyway, the reference already is.
+            result = env.step(module.pd_targets(actions, env.ref_next_dof_pos))
             buf.obs[t] = obs
             buf.actions[t] = actions
             buf.logprobs[t] = logprobs

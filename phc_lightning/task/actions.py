@@ -68,6 +68,7 @@ class ActionInterface:
             full[skeleton.DOF_NAMES.index(name)] = float(value)
         self.scale = full[self.controlled]
         """``(C,)`` radians per unit action of each controlled hinge."""
+        self._on_device: Dict[torch.device, Any] = {}
 
     @property
     def num_actions(self) -> int:
@@ -87,8 +88,11 @@ class ActionInterface:
         if actions.dim() != 2 or actions.shape[1] != self.num_actions:
             raise ValueError(f"ActionInterface: actions must have shape (N, {self.num_actions}), "
                              f"got {tuple(actions.shape)}")
-        controlled = self.controlled.to(actions.device)
-        offset = self.scale.to(actions.device, actions.dtype) * actions.clamp(-1.0, 1.0)
+        # Called every env step: keep one copy of the index and scale per device instead of copying each time.
+        if actions.device not in self._on_device:
+            self._on_device[actions.device] = (self.controlled.to(actions.device), self.scale.to(actions.device))
+        controlled, scale = self._on_device[actions.device]
+        offset = scale.to(actions.dtype) * actions.clamp(-1.0, 1.0)
         if self.residual:
             if ref_dof_pos is None:
                 raise ValueError("ActionInterface: residual actions need the reference hinge angles")
