@@ -11,7 +11,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from typing import List, Optional
@@ -23,6 +22,7 @@ from phc_lightning.errors import ConfigError
 from phc_lightning.module import PHCModule
 from phc_lightning.motion.formats import MotionFileError
 from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
+from phc_lightning.verbs import EXTRA_VERBS, run_extra_verb
 
 # Errors caused by what the user gave us: one line and exit code 2, not a traceback.
 USER_ERRORS = (MotionFileError, ConfigError, FileNotFoundError)
@@ -77,56 +77,6 @@ def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
     )
 
 
-def _extra_verbs(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="phc")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    motions = verbs.add_parser("motions", help="inspect motion files").add_subparsers(dest="action", required=True)
-    info = motions.add_parser("info", help="motion count, frames, fps and duration of a motion file")
-    info.add_argument("file")
-    bench = verbs.add_parser("bench", help="speed benchmarks (ratios measured in one run)")
-    bench_verbs = bench.add_subparsers(dest="action", required=True)
-    env = bench_verbs.add_parser("env", help="task env vs raw physics env-steps/s")
-    env.add_argument("--num_envs", type=int, nargs="+", default=[256, 512, 1024])
-    env.add_argument("--steps", type=int, default=60, help="env steps per measurement")
-    env.add_argument("--repeats", type=int, default=3, help="interleaved measurements; the median is reported")
-    env.add_argument("--num_threads", type=int, default=None)
-    train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
-    train.add_argument("--config", required=True)
-    train.add_argument("--epochs", type=int, default=6)
-    learn = bench_verbs.add_parser(
-        "learn",
-        help="train from scratch for a budget, then evaluate the policy and the zero-action baseline",
-        description="Any other --model.* / --data.* / --trainer.* flag is passed to the config, e.g. "
-        "--data.motion_file FILE.",
-    )
-    learn.add_argument("--config", required=True)
-    budget = learn.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--minutes", type=float, help="training wall-time budget (evaluations excluded)")
-    budget.add_argument("--env_steps", type=int, help="env-step budget")
-    learn.add_argument("--eval_every", type=int, default=25, help="evaluate every N iterations (0: only at the end)")
-    learn.add_argument("--print_every", type=int, default=5, help="print a curve row every N iterations")
-    learn.add_argument("--out", default="runs/bench_learn.json", help="JSON summary path")
-    ns, overrides = parser.parse_known_args(argv)
-    if overrides and not (ns.verb == "bench" and ns.action == "learn"):
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    if ns.verb == "motions":
-        from phc_lightning.motion.info import print_motion_info
-
-        print_motion_info(ns.file)
-        return 0
-    from phc_lightning import bench as benchmarks
-
-    if ns.action == "env":
-        benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads)
-    elif ns.action == "train":
-        benchmarks.bench_train(ns.config, ns.epochs)
-    else:
-        from phc_lightning.bench_learn import bench_learn
-
-        bench_learn(ns.config, overrides, ns.minutes, ns.env_steps, ns.eval_every, ns.print_every, ns.out)
-    return 0
-
-
 # Lightning notices that are expected with this design (an exact-length IterableDataset for evaluation).
 warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
@@ -136,8 +86,8 @@ def main(args: Optional[List[str]] = None) -> None:
     """Console entry point ``phc``."""
     argv = list(sys.argv[1:] if args is None else args)
     try:
-        if argv and argv[0] in ("motions", "bench"):
-            sys.exit(_extra_verbs(argv))
+        if argv and argv[0] in EXTRA_VERBS:
+            sys.exit(run_extra_verb(argv))
         run_cli(args)  # None: LightningCLI reads sys.argv itself
     except USER_ERRORS as err:
         print(f"phc: error: {err}", file=sys.stderr)
