@@ -10,6 +10,7 @@ from rich.table import Table
 from phc_lightning.motion import fk
 from phc_lightning.motion.formats import PathLike, load_motion_file
 from phc_lightning.motion.library import DEFAULT_VELOCITY_SMOOTHING, MotionLibrary
+from phc_lightning.motion.summary import summary_lines
 
 # Middle-hinge angle beyond which a joint counts as near the x-y-z Euler singularity (90 degrees).
 NEAR_SINGULAR_DEG = 80.0
@@ -78,4 +79,7 @@ def print_motion_info(path: PathLike, max_rows: int = 200, console: Optional[Con
     table.add_section()
     table.add_row("", f"total: {len(rows)} motion{'s' if len(rows) != 1 else ''}", str(frames), "",
                   f"{seconds:.2f}", f"{top_speed:.1f}", str(singular), style="bold")  # fmt: skip
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    for line in summary_lines(rows):
+        console.print(line, markup=False, highlight=False)

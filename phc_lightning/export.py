@@ -1,0 +1,167 @@
+"""``phc export --ckpt_path CKPT --out policy.onnx``: the deterministic policy as one ONNX graph.
+
+The graph holds everything between the simulator's observation and the PD controller: observation normalizer
+(with its clip), actor MLP (the Gaussian mean), and the action interface (clip to [-1, 1], per-hinge scales, frozen
+hinges at 0, and, for residual policies, the reference hinge angles added)::
+
+    obs [N, 934] float32 (raw, as HumanoidTracking returns it)  ─┐
+    ref_dof_pos [N, 69] float32 (residual policies only)        ─┴─> pd_targets [N, 69] rad, actions [N, A]
+
+After writing, the file is run with onnxruntime on random observations and compared with the torch module; the
+export fails if any output differs by more than ``tolerance``. Metadata (``metadata_props``) records the DoF order,
+control rate and action interface, so a deployment can check it runs the policy the way it was trained.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from phc_lightning import skeleton
+from phc_lightning.errors import ConfigError
+from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
+
+Tensor = torch.Tensor
+
+DEFAULT_TOLERANCE = 1e-5
+OPSET = 17
+
+
+def load_checkpoint_module(ckpt_path: str) -> Tuple[Any, Dict[str, Any]]:
+    """``(PHCModule in eval mode on the CPU, the checkpoint dict)`` from a phc-lightning checkpoint.
+
+    The module is built from the checkpoint's own hyperparameters (so its action interface is the one it was
+    trained with), without its warm-start source (``init_from``), then loaded strictly.
+
+    Raises:
+        ConfigError: missing or unreadable file, or not a PHCModule checkpoint.
+    """
+    from phc_lightning.module import PHCModule  # lazy: Lightning is only needed once a checkpoint is read
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path: no such checkpoint: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        state, hparams = ckpt["state_dict"], dict(ckpt.get("hyper_parameters", {}))
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"--ckpt_path: {path} is not a readable phc-lightning checkpoint ({detail})") from None
+    accepted = set(inspect.signature(PHCModule.__init__).parameters) - {"self"}
+    kwargs = {k: v for k, v in hparams.items() if k in accepted}
+    kwargs["init_from"] = None
+    try:
+        module = PHCModule(**kwargs)
+        module.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ConfigError(f"--ckpt_path: {path} does not hold a PHCModule of its hyperparameters ({detail})") from None
+    return module.eval(), ckpt
+
+
+class DeployedPolicy(nn.Module):
+    """Raw observations (and reference hinge angles) -> PD targets and actions, deterministic.
+
+    Args:
+        module: a trained ``PHCModule``.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.residual = bool(module.action_interface.residual)
+
+    def forward(self, obs: Tensor, ref_dof_pos: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """``obs [N, D]``, ``ref_dof_pos [N, 69]`` -> ``(pd_targets [N, 69], actions [N, A])``."""
+        actions = self.module(obs)
+        return self.module.pd_targets(actions, ref_dof_pos), actions
+
+
+def export_onnx(ckpt_path: str, out: str, tolerance: float = DEFAULT_TOLERANCE, check_rows: int = 256) -> float:
+    """Write the deterministic policy of ``ckpt_path`` to ``out`` (ONNX) and check it with onnxruntime.
+
+    Returns:
+        The largest absolute difference between onnxruntime and torch over the check batch.
+
+    Raises:
+        ConfigError: bad checkpoint or output path, or outputs that differ by more than ``tolerance``.
+    """
+    out_path = Path(out)
+    if out_path.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out: {out_path} must end in .onnx")
+    module, ckpt = load_checkpoint_module(ckpt_path)
+    policy = DeployedPolicy(module).eval()
+    obs_dim = int(module.hparams.obs_dim)
+    names = ["obs", "ref_dof_pos"] if policy.residual else ["obs"]
+    example = _random_inputs(module, 4, seed=0)[: len(names)]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: Dict[str, Any] = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the TorchScript exporter: no onnxscript needed, same graph on torch 2.1-2.13
+    with torch.no_grad(), warnings.catch_warnings():
+        # The shape checks of the module become constants of the trace; the batch axis stays dynamic.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            policy,
+            tuple(example),
+            str(out_path),
+            input_names=names,
+            output_names=["pd_targets", "actions"],
+            dynamic_axes={name: {0: "batch"} for name in names + ["pd_targets", "actions"]},
+            opset_version=OPSET,
+            **kwargs,
+        )
+    _add_metadata(out_path, module, obs_dim, ckpt)
+    diff = check_onnx(out_path, policy, _random_inputs(module, check_rows, seed=1)[: len(names)])
+    if not diff <= tolerance:
+        raise ConfigError(f"{out_path}: onnxruntime differs from torch by {diff:.3g} (> {tolerance:g})")
+    return diff
+
+
+def check_onnx(path: Path, policy: DeployedPolicy, inputs: List[Tensor]) -> float:
+    """Largest ``|onnxruntime - torch|`` over both outputs for ``inputs`` (float32 tensors)."""
+    import onnxruntime  # lazy: only export needs it
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {arg.name: x.numpy() for arg, x in zip(session.get_inputs(), inputs)}
+    got = session.run(["pd_targets", "actions"], feed)
+    with torch.no_grad():
+        want = policy(*inputs)
+    return max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
+
+
+def _random_inputs(module: nn.Module, rows: int, seed: int) -> List[Tensor]:
+    """Observations spread around the normalizer's statistics (some beyond its clip) and reference angles."""
+    generator = torch.Generator().manual_seed(seed)
+    norm = module.obs_norm
+    std = torch.sqrt(norm.var + norm.eps)
+    obs = norm.mean + std * 3.0 * torch.randn(rows, norm.dim, generator=generator)
+    ref = (torch.rand(rows, skeleton.NUM_DOFS, generator=generator) * 2 - 1) * math.pi
+    return [obs.float(), ref.float()]
+
+
+def _add_metadata(path: Path, module: nn.Module, obs_dim: int, ckpt: Dict[str, Any]) -> None:
+    """Record DoF order, control rate, sizes and the action interface in the model's ``metadata_props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    meta = {
+        "producer": "phc-lightning",
+        "obs_dim": str(obs_dim),
+        "dof_names": json.dumps(list(skeleton.DOF_NAMES)),
+        "control_dt": repr(skeleton.CONTROL_DT),
+        "action_interface": json.dumps({k: module.hparams.get(k) for k in ACTION_INTERFACE_KEYS}),
+        "env_steps": str(int(ckpt.get("state_dict", {}).get("env_steps", torch.zeros(())).item())),
+    }
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))

@@ -1,0 +1,1 @@
+"""Offscreen MuJoCo rendering of reference motions and policy rollouts to GIF / MP4."""
