@@ -28,6 +28,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from phc_lightning.errors import ConfigError
+
 DASH = "–"
 _SHOWN = {  # display key -> (callback_metrics key, format spec)
     "return": ("charts/episode_return", ".1f"), "len": ("charts/episode_length", ".1f"),
@@ -69,7 +71,7 @@ class PHCDashboard(ProgressBar):
                  console: Optional[Console] = None) -> None:
         super().__init__()
         if not refresh_per_second > 0:
-            raise ValueError(f"refresh_per_second: must be > 0, got {refresh_per_second}")
+            raise ConfigError(f"refresh_per_second: must be > 0, got {refresh_per_second}")
         self.refresh_per_second = float(refresh_per_second)
         self.plain = plain
         self._console = console
@@ -230,12 +232,17 @@ class PHCDashboard(ProgressBar):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush(trainer, pl_module)
         self._set_status("done")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # After every on_train_end: the final evaluation (EvalStats) has put eval/* and eval/final in the metrics.
+        if stage == "fit" and "eval/final" in trainer.callback_metrics:
+            self._snapshot(trainer, pl_module)
+            if self._live is not None:
+                self._live.refresh()
+            self._emit(f"final eval | success {self._shown('success')} | mpjpe_g {self._shown('mpjpe_g')}")
         self._stop_live()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._stop_live()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._stop_live()
 
     def __getstate__(self) -> Dict[str, Any]:  # Live (threads), console and psutil handle do not pickle

@@ -1,8 +1,10 @@
-"""``EvalStats``: the PHC evaluation (every motion once, full length, deterministic) on a schedule and at the end.
+"""``EvalStats``: files and table of the PHC evaluation (every motion once, full length, deterministic), and the
+final evaluation after fit.
 
 Evaluation runs through Lightning's validation loop (the datamodule's ``val_dataloader`` plays the motions, the
-module's ``validation_step`` feeds torchmetrics and logs ``eval/*``). This callback owns the schedule, writes the
-per-motion CSV and a JSON summary beside the logs, prints a summary table, and runs the final evaluation after fit.
+module's ``validation_step`` feeds torchmetrics and logs ``eval/*``), as often as ``trainer.check_val_every_n_epoch``
+says. This callback writes the per-motion CSV and a JSON summary into the run directory, prints a summary table,
+and runs the final evaluation after fit.
 """
 
 from __future__ import annotations
@@ -14,33 +16,30 @@ import os
 from typing import Any, Dict, List, Optional
 
 import lightning as L
+import torch
 from rich.console import Console
 from rich.table import Table
+
+from phc_lightning.eval_report import write_run_report
 
 SUMMARY_KEYS = ("success_rate", "mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist")
 
 
 class EvalStats(L.Callback):
-    """Schedule, files and table of the evaluation.
+    """Files and table of the evaluation, and the final evaluation after fit.
+
+    How often the evaluation runs during fit is the trainer's setting, ``trainer.check_val_every_n_epoch``
+    (none unless it is set; see the CLI).
 
     Args:
-        every_n_epochs: evaluate during fit every this many epochs (PPO iterations).
-        final: evaluate once more when fit ends.
-        output_dir: where CSV/JSON go (default: ``<log dir>/eval``).
+        final: evaluate once more when fit ends, and send the result to every logger and the dashboard.
+        output_dir: where CSV/JSON go (default: ``<run dir>/eval``).
     """
 
-    def __init__(self, every_n_epochs: int = 1500, final: bool = True, output_dir: Optional[str] = None) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"EvalStats every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, final: bool = True, output_dir: Optional[str] = None) -> None:
         self.final = final
         self.output_dir = output_dir
         self.last_files: Dict[str, str] = {}
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """The evaluation cadence is this callback's setting, not the trainer's."""
-        if stage == "fit":
-            trainer.check_val_every_n_epoch = self.every_n_epochs
 
     def _out_dir(self, trainer: L.Trainer) -> str:
         if self.output_dir:
@@ -59,16 +58,21 @@ class EvalStats(L.Callback):
             self.print_table(summary, tag)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Final evaluation with the trained policy, logged under ``eval/*`` and written as ``final``."""
+        """Final evaluation with the trained policy: ``eval/*`` in every logger (x-axis env steps), the dashboard, and
+        the ``final`` files."""
         dm = trainer.datamodule
         if not self.final or dm is None or getattr(dm, "env", None) is None:
             return
-        # Iterate the dataset itself: a DataLoader iterator would draw from the global RNG that the final
-        # checkpoint (saved after this hook) carries, and a resumed run must not see that draw.
+        # The dataset itself, outside Lightning's loops: fit has ended, there is no validation loop to run it in.
         summary, rows = pl_module.evaluate(dm.val_dataloader().dataset)
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({"eval/" + k: v for k, v in summary.items()}, step=trainer.global_step)
-            trainer.logger.save()
+        metrics = {"eval/" + k: v for k, v in summary.items()}
+        step = int(getattr(pl_module, "env_steps", trainer.global_step))
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            logger.save()
+        # The dashboard and any user callback read the final result where Lightning keeps logged metrics.
+        trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
+        trainer.callback_metrics["eval/final"] = torch.tensor(1.0)
         self.write(trainer, summary, rows, "final")
         self.print_table(summary, "final")
 
@@ -103,6 +107,7 @@ class EvalStats(L.Callback):
             json.dump({"tag": tag, "epoch": trainer.current_epoch, "env_steps": int(trainer.lightning_module.env_steps),
                        **clean}, f, indent=2)
         self.last_files = {"csv": csv_path, "json": json_path}
+        self.last_files["png"] = write_run_report(out, tag, rows, summary, motions)
 
     def print_table(self, summary: Dict[str, float], tag: str) -> None:
         """The summary as a rich table on stdout."""

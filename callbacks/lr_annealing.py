@@ -28,6 +28,8 @@ from typing import Optional
 
 import lightning.pytorch as pl
 
+from phc_lightning.errors import ConfigError
+
 SCHEDULES = ("exp", "linear", "cosine", "constant", "adaptive_kl")
 
 
@@ -60,17 +62,17 @@ class LRAnnealing(pl.Callback):
         kl_factor: float = 1.5,
     ) -> None:
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule: unknown lr schedule {schedule!r}, expected one of {', '.join(SCHEDULES)}")
+            raise ConfigError(f"schedule: unknown lr schedule {schedule!r}, expected one of {', '.join(SCHEDULES)}")
         if decay_rate < 0:
-            raise ValueError(f"decay_rate: must be >= 0, got {decay_rate}")
+            raise ConfigError(f"decay_rate: must be >= 0, got {decay_rate}")
         if not 0.0 <= min_factor <= 1.0:
-            raise ValueError(f"min_factor: must be in [0, 1], got {min_factor}")
+            raise ConfigError(f"min_factor: must be in [0, 1], got {min_factor}")
         if schedule in ("linear", "cosine") and (total_timesteps is None or total_timesteps <= 0):
-            raise ValueError(
+            raise ConfigError(
                 f"total_timesteps: the {schedule!r} schedule needs a positive total_timesteps, got {total_timesteps}"
             )
         if not (target_kl > 0 and 0 < min_lr <= max_lr and kl_factor > 1):
-            raise ValueError(
+            raise ConfigError(
                 f"adaptive_kl: need target_kl > 0, 0 < min_lr <= max_lr and kl_factor > 1, got target_kl={target_kl}, "
                 f"min_lr={min_lr}, max_lr={max_lr}, kl_factor={kl_factor}"
             )

@@ -7,7 +7,9 @@ from typing import Any, Dict, Optional
 import lightning as L
 import torch
 
+from phc_lightning.errors import ConfigError
 from phc_lightning.motion.sampler import MotionSampler
+from phc_lightning.seeding import derive_seed
 
 
 class MotionResampling(L.Callback):
@@ -23,7 +25,7 @@ class MotionResampling(L.Callback):
         decay: per-evaluation decay of successful motions' weights in ``decay`` mode.
         uniform_mix: share of uniform draws mixed into the failure-driven weights, in [0, 1]; keeps motions that
             are already tracked in training (PHC: 0, so a motion that never failed is never drawn again).
-        seed: seeds the motion draws.
+        seed: seeds the motion draws; null: derived from ``seed_everything``.
     """
 
     def __init__(
@@ -32,22 +34,25 @@ class MotionResampling(L.Callback):
         mode: str = "soft",
         decay: float = 0.999,
         uniform_mix: float = 0.0,
-        seed: int = 0,
+        seed: Optional[int] = None,
     ) -> None:
         if every_n_epochs < 1:
-            raise ValueError(f"MotionResampling every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise ConfigError(f"MotionResampling every_n_epochs must be >= 1, got {every_n_epochs}")
         # Validates mode, decay and uniform_mix now, with the field name in the error.
         MotionSampler(1, mode=mode, decay=decay, uniform_mix=uniform_mix)
         self.every_n_epochs = every_n_epochs
         self.mode = mode
         self.decay = decay
         self.uniform_mix = uniform_mix
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator: Optional[torch.Generator] = None  # seeded in setup, once the run seed is set
         self.sampler: Optional[MotionSampler] = None
         self._pending: Optional[Dict[str, Any]] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Size the sampler to the loaded motions."""
+        """Size the sampler to the loaded motions; seed the draws."""
+        if self.generator is None:
+            self.generator = torch.Generator().manual_seed(derive_seed(self.seed, "motion_resampling"))
         motions = trainer.datamodule.motions
         if self.sampler is None or len(self.sampler.failure_counts) != motions.num_motions:
             self.sampler = MotionSampler(motions.num_motions, mode=self.mode, decay=self.decay,
@@ -78,7 +83,9 @@ class MotionResampling(L.Callback):
 
     def state_dict(self) -> Dict[str, Any]:
         """Failure history and draw RNG (tensors/primitives only)."""
-        state = {"generator": self.generator.get_state()}
+        state: Dict[str, Any] = {}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
         if self.sampler is not None:
             state["sampler"] = self.sampler.state_dict()
         return state
@@ -86,7 +93,9 @@ class MotionResampling(L.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore on resume; applied once the motions are loaded."""
         self._pending = dict(state_dict)
-        self.generator.set_state(self._pending["generator"])
+        if "generator" in self._pending:
+            self.generator = torch.Generator()
+            self.generator.set_state(self._pending["generator"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Resumed runs sample with the restored weights from the first iteration on."""

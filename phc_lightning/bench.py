@@ -1,8 +1,9 @@
 """``phc bench``: speed ratios measured in one run (absolute numbers on shared machines are noise).
 
 - ``env``: env-steps/s of the full tracking env (PD step + state readout + reference lookup + obs + reward +
-  resets) against raw MuJoCo stepping of the same model, same N, same substeps; measurements are interleaved and
-  the median of each is reported with their ratio.
+  resets) on a chosen backend, the backend stepping alone, and raw MuJoCo CPU stepping of the same model, same N,
+  same substeps; measurements are interleaved and the median of each is reported with their ratio, plus the share
+  of the env's time spent in physics vs the task.
 - ``train``: training env-steps/s of a config (collect + learn) against env-only stepping of the same env, with the
   time split that tells what dominates.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from rich.console import Console
@@ -21,6 +22,7 @@ from rich.table import Table
 from phc_lightning import skeleton
 from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.sim.base import PhysicsBackend
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.sim.raw_bench import raw_physics_steps_per_second
 from phc_lightning.task.actions import ActionInterface
@@ -31,51 +33,129 @@ from phc_lightning.task.env import HumanoidTracking
 BENCH_ACTION_STD = math.exp(-2.9)
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock time covers what was launched."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _TimedBackend:
+    """Passes every attribute through to ``backend``; while :attr:`timing`, adds the wall time of the calls that
+    simulate (step, set_state, state readout) to :attr:`seconds`, synchronizing a GPU around each call so its
+    asynchronous work is booked where it is launched."""
+
+    _TIMED = ("step", "set_state", "set_state_from", "state", "actuator_forces", "unstable")
+
+    def __init__(self, backend: PhysicsBackend) -> None:
+        self._backend = backend
+        self.timing = False
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._backend, name)
+        if name not in self._TIMED or not self.timing:
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            _sync(self._backend.device)
+            start = time.perf_counter()
+            out = attr(*args, **kwargs)
+            _sync(self._backend.device)
+            self.seconds += time.perf_counter() - start
+            return out
+
+        return timed
+
+
 def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
     """Env-steps/s of ``env.step`` with residual PD targets under PHC's action scale and exploration noise (or
     ``policy``'s actions under its own action interface, forward pass included)."""
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=env.device).manual_seed(0)
     interface = ActionInterface(residual=True)
     obs = env.reset()
+    _sync(env.device)
     start = time.perf_counter()
     for _ in range(num_steps):
         if policy is None:
-            actions = torch.randn(env.num_envs, interface.num_actions, generator=gen) * BENCH_ACTION_STD
-            targets = interface.pd_targets(actions, env.ref_next_dof_pos)
+            noise = torch.randn(env.num_envs, interface.num_actions, generator=gen, device=env.device)
+            targets = interface.pd_targets(noise * BENCH_ACTION_STD, env.ref_next_dof_pos)
         else:
             with torch.no_grad():
                 actions, _, _ = policy.act(obs)
                 targets = policy.pd_targets(actions, env.ref_next_dof_pos)
         obs = env.step(targets).obs
+    _sync(env.device)
     return env.num_envs * num_steps / (time.perf_counter() - start)
 
 
-def bench_env(num_envs_list: List[int], num_steps: int, repeats: int, num_threads: Optional[int]) -> List[Dict]:
-    """Print and return task-env vs raw-physics env-steps/s for each N.
+def backend_steps_per_second(backend: PhysicsBackend, num_steps: int) -> float:
+    """Env-steps/s of the backend alone holding the rest pose's PD targets (no task, no resets)."""
+    targets = torch.zeros(backend.num_envs, skeleton.NUM_DOFS, device=backend.device)
+    backend.step(targets)  # warm-up
+    _sync(backend.device)
+    start = time.perf_counter()
+    for _ in range(num_steps):
+        backend.step(targets)
+    _sync(backend.device)
+    return backend.num_envs * num_steps / (time.perf_counter() - start)
+
+
+def physics_fraction(env: HumanoidTracking, timed: _TimedBackend, num_steps: int) -> float:
+    """Share of ``env.step`` wall time spent in the backend (stepping, resets, state readout); the rest is the
+    task: reference lookup, observations, reward, termination, reset bookkeeping, and the bench's action noise."""
+    timed.seconds, timed.timing = 0.0, True
+    try:
+        _sync(env.device)
+        start = time.perf_counter()
+        env_steps_per_second(env, num_steps)
+        total = time.perf_counter() - start
+    finally:
+        timed.timing = False
+    return timed.seconds / total
+
+
+def bench_env(
+    num_envs_list: List[int], num_steps: int, repeats: int, num_threads: Optional[int], backend: str = "mujoco"
+) -> List[Dict]:
+    """Print and return task-env env-steps/s, where the time goes, and raw MuJoCo CPU physics for each N.
 
     The env runs with residual actions and PHC's exploration noise, i.e. humanoids that roughly track their motions
     as in a training rollout (with absolute actions around 0 every env would fall to the T-pose and reset every
-    other step, which measures a reset storm rather than the task).
+    other step, which measures a reset storm rather than the task). ``backend_sps`` is the backend stepping alone;
+    ``raw_sps`` is plain MuJoCo C stepping on all cores, the same baseline for every backend.
+
+    Args:
+        backend: ``"mujoco"`` (CPU) or ``"mujoco_warp"`` (alias ``"warp"``; CUDA when present).
     """
-    motions = MotionLibrary(BUNDLED_MOTIONS)
+    name = "mujoco_warp" if backend == "warp" else backend
     rows = []
+    device = None
     for n in num_envs_list:
-        backend = make_backend("mujoco", n, num_threads=num_threads)
-        env = HumanoidTracking(backend, motions, TaskConfig())
-        env_steps_per_second(env, 5)  # warm-up: thread pool start, first allocations
-        task, raw = [], []
+        kwargs = {"num_threads": num_threads} if name == "mujoco" else {}
+        timed = _TimedBackend(make_backend(name, n, **kwargs))
+        device = timed.device
+        motions = MotionLibrary(BUNDLED_MOTIONS, device=device)
+        env = HumanoidTracking(timed, motions, TaskConfig())
+        env_steps_per_second(env, 5)  # warm-up: thread pool start, kernel loading, graph capture, allocations
+        task, raw, alone = [], [], []
         for _ in range(repeats):
             raw.append(raw_physics_steps_per_second(n, skeleton.SUBSTEPS, num_steps, num_threads))
             task.append(env_steps_per_second(env, num_steps))
+            alone.append(backend_steps_per_second(timed, num_steps))
+        physics = physics_fraction(env, timed, num_steps)
         env.close()
-        row = {"num_envs": n, "task_sps": statistics.median(task), "raw_sps": statistics.median(raw)}
+        row = {"num_envs": n, "task_sps": statistics.median(task), "backend_sps": statistics.median(alone),
+               "raw_sps": statistics.median(raw), "physics_fraction": physics, "task_fraction": 1.0 - physics}
         row["ratio"] = row["task_sps"] / row["raw_sps"]
         rows.append(row)
-    table = Table(title=f"phc bench env ({skeleton.SUBSTEPS} substeps of {skeleton.PHYSICS_DT:.5f} s per env step)")
-    for col in ("num_envs", "task env steps/s", "raw physics steps/s", "task / raw"):
+    step = f"{skeleton.SUBSTEPS} substeps of {skeleton.PHYSICS_DT:.5f} s per env step"
+    table = Table(title=f"phc bench env: {name} on {device} ({step})")
+    for col in ("num_envs", "task env steps/s", f"{name} alone steps/s", "raw MuJoCo CPU steps/s", "task / raw",
+                "time: physics", "time: task"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["num_envs"]), f"{r['task_sps']:.0f}", f"{r['raw_sps']:.0f}", f"{r['ratio']:.3f}")
+        table.add_row(str(r["num_envs"]), f"{r['task_sps']:.0f}", f"{r['backend_sps']:.0f}", f"{r['raw_sps']:.0f}",
+                      f"{r['ratio']:.3f}", f"{r['physics_fraction']:.0%}", f"{r['task_fraction']:.0%}")
     Console().print(table)
     return rows
 
@@ -93,8 +173,8 @@ def bench_train(config: str, epochs: int) -> Dict[str, float]:
 
     class _Record(L.Callback):
         def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            s = trainer.datamodule.rollout.stats
-            timings.append({"steps": s.env_steps, "collect": s.collect_time, "learn": s.learn_time})
+            s = pl_module.last_iteration
+            timings.append({"steps": s["env_steps"], "collect": s["collect_time"], "learn": s["learn_time"]})
 
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,

@@ -78,16 +78,16 @@ class LearnRecorder(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Record a periodic evaluation (it ran after this iteration's update)."""
-        stats = trainer.datamodule.rollout.stats
+        stats = pl_module.last_iteration
         row = {"epoch": trainer.current_epoch, "env_steps": int(pl_module.env_steps),
-               "train_minutes": (self.train_seconds + stats.collect_time + stats.learn_time) / 60.0}
+               "train_minutes": (self.train_seconds + stats["collect_time"] + stats["learn_time"]) / 60.0}
         summary, rows = pl_module.eval_results()
         self._record(trainer, summary, rows, row, "eval")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Append a curve row; stop once a budget is spent."""
-        stats = trainer.datamodule.rollout.stats
-        self.train_seconds += stats.collect_time + stats.learn_time
+        stats = pl_module.last_iteration
+        self.train_seconds += stats["collect_time"] + stats["learn_time"]
         metrics = trainer.callback_metrics
         row: Dict[str, Any] = {
             "epoch": trainer.current_epoch,

@@ -6,9 +6,17 @@ evaluation trajectories (validation).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Dict, Optional
 
 import lightning as L
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+)
 from torch.utils.data import DataLoader
 
 from phc_lightning.errors import ConfigError
@@ -17,11 +25,15 @@ from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.formats import MotionFileError
 from phc_lightning.motion.library import DEFAULT_MAX_DOF_VEL, DEFAULT_VELOCITY_SMOOTHING, MotionLibrary
 from phc_lightning.rollout import RolloutDataset
+from phc_lightning.seeding import derive_seed
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
 
 OBS_DIM = 934
+
+
+UnitIntervalLeftOpen = restricted_number_type("UnitIntervalLeftOpen", float, [(">", 0), ("<=", 1)])
 
 
 class PHCDataModule(L.LightningDataModule):
@@ -37,52 +49,43 @@ class PHCDataModule(L.LightningDataModule):
         num_minibatches: minibatches per pass.
         gamma: discount factor.
         gae_lambda: GAE lambda.
-        target_kl: stop an iteration's updates early once approx KL exceeds this (None: never).
         total_timesteps: env steps after which training stops.
-        termination_distance: training episode ends when any body is farther than this from the reference (m).
-        eval_failure_distance: evaluation failure when the mean distance of 20 bodies exceeds this (m).
-        power_coef: weight of the power penalty -coef * sum|torque * joint velocity| (puffer-phc: 0.0005).
+        task: reward weights and sharpness, termination and evaluation-failure distances, power penalty
+            (``--data.task.w_pos 0.6``; a ``task:`` block in YAML).
         velocity_smoothing: Gaussian sigma in frames over central-difference reference velocities, as PHC (2);
             0: raw forward differences.
         max_dof_vel: clamp of the reference hinge speeds in rad/s (Euler-rate blow-ups near 90 degree flexion);
             None: no clamp.
-        seed: seeds the env (RSI times, motion draws) and the minibatch shuffling.
+        seed: seeds the env (RSI times, motion draws), the action noise and the minibatch shuffling; null: derived
+            from ``seed_everything``.
     """
 
     def __init__(
         self,
         motion_file: Optional[str] = None,
         backend: str = "mujoco",
-        num_envs: int = 256,
-        num_threads: Optional[int] = None,
-        horizon: int = 32,
-        update_epochs: int = 4,
-        num_minibatches: int = 4,
-        gamma: float = 0.98,
-        gae_lambda: float = 0.2,
-        target_kl: Optional[float] = None,
-        total_timesteps: int = 500_000_000,
-        termination_distance: float = 0.25,
-        eval_failure_distance: float = 0.5,
-        power_coef: float = 0.0005,
-        velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
-        max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
-        seed: int = 0,
+        num_envs: PositiveInt = 256,
+        num_threads: Optional[PositiveInt] = None,
+        horizon: PositiveInt = 32,
+        update_epochs: PositiveInt = 4,
+        num_minibatches: PositiveInt = 4,
+        gamma: UnitIntervalLeftOpen = 0.98,
+        gae_lambda: ClosedUnitInterval = 0.2,
+        total_timesteps: PositiveInt = 500_000_000,
+        task: TaskConfig = TaskConfig(),  # noqa: B008 - frozen, so one shared default is safe
+        velocity_smoothing: NonNegativeFloat = DEFAULT_VELOCITY_SMOOTHING,
+        max_dof_vel: Optional[PositiveFloat] = DEFAULT_MAX_DOF_VEL,
+        seed: Optional[int] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("num_envs", num_envs), ("horizon", horizon), ("update_epochs", update_epochs),
-                            ("num_minibatches", num_minibatches), ("total_timesteps", total_timesteps)):
-            if value < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {value}")
-        if not 0.0 < gamma <= 1.0:
-            raise ConfigError(f"data.gamma must be in (0, 1], got {gamma}")
-        if not 0.0 <= gae_lambda <= 1.0:
-            raise ConfigError(f"data.gae_lambda must be in [0, 1], got {gae_lambda}")
         if (horizon * num_envs) % num_minibatches:
             raise ConfigError(
                 f"data.num_minibatches={num_minibatches} must divide horizon*num_envs={horizon * num_envs}"
             )
-        self.save_hyperparameters()
+        # Checkpoints keep plain values only (they load with weights_only=True): the task as a dict.
+        self.save_hyperparameters(ignore=["task"])
+        self.hparams["task"] = asdict(task)
+        self.task = task
         self.motion_file = motion_file or BUNDLED_MOTIONS
         self.obs_dim = OBS_DIM
         self.motions: Optional[MotionLibrary] = None
@@ -95,36 +98,26 @@ class PHCDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         try:
-            task = TaskConfig(
-                termination_distance=hp.termination_distance,
-                eval_failure_distance=hp.eval_failure_distance,
-                power_coef=hp.power_coef,
-            )
             self.motions = MotionLibrary(
                 self.motion_file, device="cpu", velocity_smoothing=hp.velocity_smoothing, max_dof_vel=hp.max_dof_vel
             )
             sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
         except MotionFileError:
             raise
-        except ValueError as err:  # a task value or backend name the config got wrong
+        except ValueError as err:  # a backend name the config got wrong
             raise ConfigError(f"data: {err}") from err
-        self.env = HumanoidTracking(sim, self.motions, task, seed=hp.seed)
+        self.env = HumanoidTracking(sim, self.motions, self.task, seed=derive_seed(hp.seed, "env"))
         self.rollout = RolloutDataset(
             self.env,
-            get_module=lambda: self.trainer.lightning_module,
+            get_policy=lambda: self.trainer.lightning_module,
             horizon=hp.horizon,
             update_epochs=hp.update_epochs,
             num_minibatches=hp.num_minibatches,
             gamma=hp.gamma,
             gae_lambda=hp.gae_lambda,
-            target_kl=hp.target_kl,
             total_timesteps=hp.total_timesteps,
-            seed=hp.seed,
-            stop_training=self._stop_training,
+            seed=derive_seed(hp.seed, "rollout"),
         )
-
-    def _stop_training(self) -> None:
-        self.trainer.should_stop = True
 
     def train_dataloader(self) -> DataLoader:
         """One pass = one PPO iteration; ``batch_size=None`` because the dataset yields whole minibatches."""
@@ -147,13 +140,13 @@ class PHCDataModule(L.LightningDataModule):
             self.env = None
 
     def state_dict(self) -> Dict[str, Any]:
-        """What exact resume needs from the data side: env episodes and physics, RNGs of draws and shuffling."""
+        """What exact resume needs from the data side: env episodes and physics, the rollout's RNGs and counters,
+        the motion sampling weights. Lightning stores it in every checkpoint, whichever callback writes it."""
         if self.env is None:
             return {}
         return {
             "env": self.env.state_dict(),
-            "shuffle_rng": self.rollout.generator.get_state(),
-            "resume_rollout": self.rollout.next_obs is not None,
+            "rollout": self.rollout.state_dict(),
             "motion_weights": self.motions.sampling_weights.cpu().clone(),
         }
 
@@ -172,6 +165,5 @@ class PHCDataModule(L.LightningDataModule):
                 "--model.init_from"
             )
         self.env.load_state_dict(state["env"])
-        self.rollout.generator.set_state(state["shuffle_rng"])
-        self.rollout.next_obs = self.env.obs if state["resume_rollout"] else None
+        self.rollout.load_state_dict(state["rollout"])
         self.motions.set_sampling_weights(state["motion_weights"])

@@ -88,17 +88,14 @@ def motion_errors(pred: Tensor, gt: Tensor) -> Dict[str, Tensor]:
     pred_l = pred - pred[..., :1, :]
     gt_l = gt - gt[..., :1, :]
 
-    def body_mean(diff: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(diff, dim=-1).mean(dim=-1) * 1000.0
-
     vel = torch.diff(pred, dim=-3) - torch.diff(gt, dim=-3)
     accel = torch.diff(pred, n=2, dim=-3) - torch.diff(gt, n=2, dim=-3)
     return {
-        "mpjpe_g": body_mean(pred - gt),
-        "mpjpe_l": body_mean(pred_l - gt_l),
-        "mpjpe_pa": body_mean(procrustes_align(pred_l, gt_l) - gt_l),
-        "vel_dist": body_mean(vel),
-        "accel_dist": body_mean(accel),
+        "mpjpe_g": _body_mean(pred - gt),
+        "mpjpe_l": _body_mean(pred_l - gt_l),
+        "mpjpe_pa": _body_mean(procrustes_align(pred_l, gt_l) - gt_l),
+        "vel_dist": _body_mean(vel),
+        "accel_dist": _body_mean(accel),
     }
 
 
@@ -174,17 +171,35 @@ class MotionTrackingMetrics(Metric):
 
         errors = motion_errors(pred, gt)
         frame_idx = torch.arange(horizon, device=device)
+        sums, counts = {}, {}
         for name in ERROR_NAMES:
             err = errors[name]  # [B, T - offset]
             valid = frame_idx[: err.shape[1]].unsqueeze(0) < (lengths - _FRAME_OFFSET[name]).unsqueeze(1)
             # where(), not a product with the mask: padded frames may hold NaN/garbage.
-            per_motion = torch.where(valid, err, torch.zeros_like(err)).sum(dim=1).double()  # [B]
-            frames = valid.sum(dim=1)  # [B]
+            sums[name] = torch.where(valid, err, torch.zeros_like(err)).sum(dim=1).double()  # [B]
+            counts[name] = valid.sum(dim=1)  # [B]
+        self._add(sums, counts, success)
+
+    def update_sums(self, sums: Dict[str, Tensor], frames: Dict[str, Tensor], success: Tensor) -> None:
+        """Add motions that were accumulated while they played (:class:`StreamingErrors`).
+
+        Args:
+            sums: per error name, ``[B]`` sums of the per-frame error over each motion's frames, mm.
+            frames: per error name, ``[B]`` number of frames in that sum.
+            success: ``[B]`` bool.
+        """
+        self._add(sums, frames, torch.as_tensor(success).reshape(-1).bool())
+
+    def _add(self, sums: Dict[str, Tensor], frames: Dict[str, Tensor], success: Tensor) -> None:
+        success = success.to(self.num_motions.device)
+        for name in ERROR_NAMES:
+            per_motion = sums[name].to(self.num_motions.device).double()
+            count = frames[name].to(self.num_motions.device).long()
             setattr(self, f"sum_{name}", getattr(self, f"sum_{name}") + per_motion.sum())
-            setattr(self, f"frames_{name}", getattr(self, f"frames_{name}") + frames.sum())
+            setattr(self, f"frames_{name}", getattr(self, f"frames_{name}") + count.sum())
             setattr(self, f"sum_{name}_succ", getattr(self, f"sum_{name}_succ") + per_motion[success].sum())
-            setattr(self, f"frames_{name}_succ", getattr(self, f"frames_{name}_succ") + frames[success].sum())
-        self.num_motions += num
+            setattr(self, f"frames_{name}_succ", getattr(self, f"frames_{name}_succ") + count[success].sum())
+        self.num_motions += success.numel()
         self.num_failed += (~success).sum()
 
     def update_batch(self, pred: Tensor, gt: Tensor, lengths: Tensor, success: Tensor) -> None:
@@ -206,3 +221,47 @@ class MotionTrackingMetrics(Metric):
         out["num_motions"] = total
         out["num_failed"] = self.num_failed.double()
         return {k: v.float() for k, v in out.items()}
+
+
+class StreamingErrors:
+    """Per-env running sums of the per-frame errors of motions while they play.
+
+    Keeps only the last two frames of each env (for the velocity and acceleration differences), so evaluation
+    memory does not grow with motion length. Summing frame by frame gives the same sums as
+    :func:`motion_errors` over the whole trajectory.
+
+    Args:
+        num_envs: envs stepping together.
+        device: where the sums live (the env's device).
+    """
+
+    def __init__(self, num_envs: int, device: Union[str, torch.device]) -> None:
+        self.sums = {name: torch.zeros(num_envs, dtype=torch.float64, device=device) for name in ERROR_NAMES}
+        self.frames = {name: torch.zeros(num_envs, dtype=torch.long, device=device) for name in ERROR_NAMES}
+        self.seen = torch.zeros(num_envs, dtype=torch.long, device=device)
+        self._history: list = []  # up to two earlier (pred, gt) frames, newest last
+
+    def add(self, pred: Tensor, gt: Tensor, active: Tensor) -> None:
+        """One frame ``[N, J, 3]`` of every env; only ``active [N]`` envs (still playing their motion) count."""
+        _check_positions(pred, gt)
+        frame = motion_errors(pred.unsqueeze(1), gt.unsqueeze(1))  # [N, 1] each (no differences in one frame)
+        per_frame = {name: frame[name][:, 0] for name in ("mpjpe_g", "mpjpe_l", "mpjpe_pa")}
+        valid = {name: active for name in per_frame}
+        if self._history:
+            prev_p, prev_g = self._history[-1]
+            per_frame["vel_dist"] = _body_mean((pred - prev_p) - (gt - prev_g))
+            valid["vel_dist"] = active & (self.seen >= 1)
+        if len(self._history) == 2:
+            (p2, g2), (p1, g1) = self._history
+            per_frame["accel_dist"] = _body_mean((pred - 2 * p1 + p2) - (gt - 2 * g1 + g2))
+            valid["accel_dist"] = active & (self.seen >= 2)
+        for name, err in per_frame.items():
+            # where(), not a product with the mask: finished envs were reset and hold unrelated frames.
+            self.sums[name] += torch.where(valid[name], err.double(), torch.zeros_like(self.sums[name]))
+            self.frames[name] += valid[name].long()
+        self.seen += active.long()
+        self._history = (self._history + [(pred, gt)])[-2:]
+
+
+def _body_mean(diff: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(diff, dim=-1).mean(dim=-1) * 1000.0

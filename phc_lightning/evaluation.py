@@ -12,7 +12,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 from torch.utils.data import IterableDataset
 
-from phc_lightning.eval_metrics import motion_errors
+from phc_lightning.eval_metrics import ERROR_NAMES, StreamingErrors
 from phc_lightning.task.env import HumanoidTracking
 
 Tensor = torch.Tensor
@@ -27,10 +27,14 @@ def play_motions(
     ``zero_actions``: the baseline policy that always outputs 0 under ``module``'s action interface (in residual
     mode: PD targets exactly on the reference) instead of ``module``'s deterministic actions.
 
+    Errors are summed frame by frame as the motions play (:class:`StreamingErrors`), so memory does not grow with
+    motion length.
+
     Returns:
-        ``motion_ids [K]``; ``pred`` / ``gt`` body positions ``[K, S, 24, 3]`` (S = longest episode in steps;
-        rows past an env's own length are zero); ``lengths [K]`` steps played; ``success [K]`` bool (the motion
-        reached its last frame without the 20-body mean error exceeding the failure distance).
+        ``motion_ids [K]``; ``lengths [K]`` steps played; ``success [K]`` bool (the motion reached its last frame
+        without the 20-body mean error exceeding the failure distance); ``sums/<error>`` ``[K]`` float64 sums of
+        each per-frame error (mm) over the motion's frames and ``frames/<error>`` ``[K]`` their counts, for every
+        error of :data:`~phc_lightning.eval_metrics.ERROR_NAMES`.
     """
     num = motion_ids.numel()
     n = env.num_envs
@@ -46,7 +50,7 @@ def play_motions(
     active = torch.ones(n, dtype=torch.bool, device=env.device)
     success = torch.zeros(n, dtype=torch.bool, device=env.device)
     lengths = torch.zeros(n, dtype=torch.long, device=env.device)
-    pred, gt = [], []
+    errors = StreamingErrors(n, env.device)
     device = next(module.parameters()).device
     for _ in range(max_steps):
         if zero_actions:
@@ -54,9 +58,8 @@ def play_motions(
         else:
             actions, _, _ = module.act(obs.to(device), deterministic=True)
         result = env.step(module.pd_targets(actions.to(env.device), env.ref_next_dof_pos))
-        keep = active[:, None, None]  # finished envs were auto-reset: their later frames are padding
-        pred.append(torch.where(keep, result.info["body_pos"], torch.zeros_like(result.info["body_pos"])))
-        gt.append(torch.where(keep, result.info["ref_body_pos"], torch.zeros_like(result.info["ref_body_pos"])))
+        # finished envs were auto-reset: their later frames do not count
+        errors.add(result.info["body_pos"], result.info["ref_body_pos"], active)
         lengths += active.long()
         finished = active & (result.terminated | result.truncated)
         # A motion succeeds only if it ran out by reaching its end, not by failing or by a physics reset.
@@ -66,13 +69,11 @@ def play_motions(
         obs = result.obs
         if not bool(active.any()):
             break
-    return {
-        "motion_ids": motion_ids,
-        "pred": torch.stack(pred, dim=1)[:num],
-        "gt": torch.stack(gt, dim=1)[:num],
-        "lengths": lengths[:num],
-        "success": success[:num],
-    }
+    out = {"motion_ids": motion_ids, "lengths": lengths[:num], "success": success[:num]}
+    for name in ERROR_NAMES:
+        out[f"sums/{name}"] = errors.sums[name][:num]
+        out[f"frames/{name}"] = errors.frames[name][:num]
+    return out
 
 
 class EvalDataset(IterableDataset):
@@ -118,17 +119,17 @@ class EvalDataset(IterableDataset):
 
 def per_motion_rows(result: Dict[str, Tensor]) -> List[Dict[str, float]]:
     """One row per played motion: id, steps played, success and its mean errors (mm) over its own frames."""
-    rows = []
-    for i in range(result["motion_ids"].numel()):
-        steps = int(result["lengths"][i])
-        errors = motion_errors(result["pred"][i, :steps], result["gt"][i, :steps])
-        rows.append(
-            {
-                "motion_id": int(result["motion_ids"][i]),
-                "steps_played": steps,
-                "success": bool(result["success"][i]),
-                **{name: float(errors[name].mean()) if errors[name].numel() else float("nan")
-                   for name in ("mpjpe_g", "mpjpe_l", "mpjpe_pa")},
-            }
-        )
-    return rows
+    means = {}
+    for name in ("mpjpe_g", "mpjpe_l", "mpjpe_pa"):
+        frames = result[f"frames/{name}"].double()
+        means[name] = torch.where(frames > 0, result[f"sums/{name}"] / frames.clamp_min(1), float("nan")).tolist()
+    return [
+        {
+            "motion_id": int(mid),
+            "steps_played": int(steps),
+            "success": bool(ok),
+            **{name: means[name][i] for name in means},
+        }
+        for i, (mid, steps, ok) in enumerate(zip(result["motion_ids"].tolist(), result["lengths"].tolist(),
+                                                 result["success"].tolist()))
+    ]

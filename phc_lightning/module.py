@@ -17,17 +17,19 @@ over the rollout are the dataset's job). Loss and diagnostic definitions live in
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
+from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import nn
 
 from phc_lightning import ppo, skeleton
-from phc_lightning.eval_metrics import MotionTrackingMetrics
-from phc_lightning.evaluation import per_motion_rows
 from phc_lightning.networks import ActorCritic, RunningNorm
+from phc_lightning.rollout import ITERATION_KEY
 from phc_lightning.task.actions import ActionInterface, check_action_interface
+from phc_lightning.tracking_eval import TrackingEvaluation
 from phc_lightning.warm_start import load_policy_weights
 
 Tensor = torch.Tensor
@@ -53,12 +55,12 @@ DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 
 
 
-class PHCModule(L.LightningModule):
+class PHCModule(TrackingEvaluation, L.LightningModule):
     """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
 
     def __init__(
         self,
-        obs_dim: int = 934,
+        obs_dim: PositiveInt = 934,
         residual_actions: bool = False,
         action_scale: float = math.pi,
         dof_action_scale: Optional[Dict[str, float]] = None,
@@ -68,11 +70,12 @@ class PHCModule(L.LightningModule):
         layer_norm: bool = True,
         init_log_std: float = -2.9,
         learnable_log_std: bool = False,
-        learning_rate: float = 1e-4,
-        critic_learning_rate: Optional[float] = None,
-        adam_eps: float = 1e-5,
-        clip_coef: float = 0.01,
-        value_clip: Optional[float] = 0.2,
+        learning_rate: PositiveFloat = 1e-4,
+        critic_learning_rate: Optional[PositiveFloat] = None,
+        adam_eps: PositiveFloat = 1e-5,
+        clip_coef: PositiveFloat = 0.01,
+        target_kl: Optional[PositiveFloat] = None,
+        value_clip: Optional[PositiveFloat] = 0.2,
         vf_coef: float = 1.2,
         ent_coef: float = 0.0,
         bound_coef: float = 10.0,
@@ -81,7 +84,7 @@ class PHCModule(L.LightningModule):
         max_grad_norm: float = 10.0,
         norm_adv: bool = True,
         normalize_value: bool = False,
-        obs_clip: float = 10.0,
+        obs_clip: PositiveFloat = 10.0,
         init_from: Optional[str] = None,
     ) -> None:
         """Build networks and normalizer.
@@ -104,6 +107,8 @@ class PHCModule(L.LightningModule):
                 scale both by the same factor.
             adam_eps: Adam epsilon.
             clip_coef: PPO ratio clip epsilon.
+            target_kl: skip the rest of an iteration's optimizer steps once a minibatch's approx KL exceeds this
+                (null: never).
             value_clip: value-prediction clip around the rollout values (in normalized units when
                 ``normalize_value``); null for unclipped 0.5 * MSE.
             vf_coef: weight of the value loss.
@@ -121,18 +126,6 @@ class PHCModule(L.LightningModule):
                 fresh (use ``--ckpt_path`` to continue a run instead).
         """
         super().__init__()
-        for name, value in (
-            ("obs_dim", obs_dim),
-            ("learning_rate", learning_rate),
-            ("critic_learning_rate", learning_rate if critic_learning_rate is None else critic_learning_rate),
-            ("adam_eps", adam_eps),
-            ("clip_coef", clip_coef),
-            ("obs_clip", obs_clip),
-        ):
-            if not value > 0:
-                raise ValueError(f"PHCModule: {name} must be positive, got {value}")
-        if value_clip is not None and not value_clip > 0:
-            raise ValueError(f"PHCModule: value_clip must be positive or null, got {value_clip}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
@@ -155,19 +148,27 @@ class PHCModule(L.LightningModule):
         if init_from:
             load_policy_weights(self, init_from)
         self.reset_l2_anchor()
-        self.eval_metrics = MotionTrackingMetrics()
-        self._eval_rows: List[Dict[str, float]] = []
+        self._init_evaluation()
         self.last_approx_kl: float = float("nan")
-        """approx_kl of the most recent minibatch, read by the rollout for target-KL early stopping."""
+        """approx_kl of the most recent optimizer step (NaN for a skipped minibatch); ``LRAnnealing`` adapts to it."""
+        self._iteration: Optional[Dict[str, Any]] = None
+        self._iteration_start = self._learn_end = 0.0
+        self._minibatches_trained = 0
+        self._kl_stopped = False
+        self.last_iteration: Dict[str, float] = {}  # steps, collect and learn seconds of the last iteration
 
     # ------------------------------------------------------------------ acting (called by the rollout)
 
-    def act(self, obs: Tensor, deterministic: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+    def act(
+        self, obs: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
         """Sample (or take the mean) action for raw observations; the caller picks the grad mode.
 
         Args:
             obs: ``[N, obs_dim]`` raw (unnormalized) observations.
             deterministic: return the Gaussian mean instead of a sample.
+            generator: the noise stream of the samples (the rollout keeps its own, saved with the data state);
+                None: the global one.
 
         Returns:
             ``(actions [N, A], logprob [N], value [N])``; actions are unclipped (the env clips to [-1, 1]) and
@@ -175,7 +176,11 @@ class PHCModule(L.LightningModule):
         """
         obs_norm = self._normalize(obs)
         dist = self.policy.distribution(obs_norm)
-        actions = dist.mean if deterministic else dist.sample()
+        if deterministic:
+            actions = dist.mean
+        else:
+            noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+            actions = dist.mean + dist.stddev * noise
         return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(self.policy.value(obs_norm))
 
     def get_value(self, obs: Tensor) -> Tensor:
@@ -192,10 +197,6 @@ class PHCModule(L.LightningModule):
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic policy ``[N, obs_dim] -> [N, A]`` (the Gaussian mean), for export and inference."""
         return self.policy.actor(self._normalize(obs))
-
-    def update_obs_normalizer(self, obs: Tensor) -> None:
-        """Merge a batch of raw observations ``[B, obs_dim]`` into the running statistics."""
-        self.obs_norm.update(obs)
 
     def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
         """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]``."""
@@ -287,12 +288,15 @@ class PHCModule(L.LightningModule):
             "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
         }
 
-    def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Tensor:
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Optional[Tensor]:
         """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
 
         Returns:
-            The detached total loss.
+            The detached total loss; None for a minibatch skipped by ``target_kl``.
         """
+        if self._kl_stopped:  # not `return -1` from on_train_batch_start: that would also skip the epoch's eval
+            self.last_approx_kl = float("nan")
+            return None
         opt = self.optimizers()
         losses = self.compute_losses(batch)
         self.manual_backward(losses["loss"])
@@ -303,6 +307,10 @@ class PHCModule(L.LightningModule):
         opt.zero_grad()
 
         self.last_approx_kl = float(losses["approx_kl"])
+        self._minibatches_trained += 1
+        self._learn_end = time.perf_counter()
+        if self.hparams.target_kl is not None and self.last_approx_kl > self.hparams.target_kl:
+            self._kl_stopped = True
         logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
         logs["losses/grad_norm"] = grad_norm
         logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
@@ -335,64 +343,57 @@ class PHCModule(L.LightningModule):
         PD targets)."""
         check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
 
-    # ------------------------------------------------------------------ hand-offs to the rollout
+    # ------------------------------------------------------------------ one iteration (the rollout's summary)
 
-    def on_train_batch_end(self, outputs: Tensor, batch: Dict[str, Tensor], batch_idx: int) -> None:
-        """Tell the rollout a minibatch was trained (it closes the iteration after the last one)."""
-        rollout = getattr(self.trainer.datamodule, "rollout", None) if self.trainer is not None else None
-        if rollout is not None:
-            rollout.minibatch_trained(self)
-
-    def on_train_epoch_end(self) -> None:
-        """Log what the rollout saw this iteration (returns, lengths, reward terms, SPS, time split)."""
-        dm = self.trainer.datamodule if self.trainer is not None else None
-        rollout = getattr(dm, "rollout", None)
-        if rollout is None:
+    def on_train_batch_start(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        """The first minibatch of an iteration carries the rollout's summary: count its env steps now, so hooks
+        of the next epoch and the logs see the steps collected so far."""
+        summary = batch.pop(ITERATION_KEY, None)
+        if summary is None:
+            if batch_idx == 0:
+                raise RuntimeError(
+                    "PHCModule: the epoch's first minibatch carries no rollout summary (batch key 'iteration'), so "
+                    "the observation normalizer would never learn; train it with PHCDataModule (phc_lightning."
+                    "rollout) or a data source that adds rollout.iteration_summary(...) to each iteration's first "
+                    "minibatch"
+                )
             return
-        logs = rollout.stats.as_log_dict()
+        self._iteration = summary
+        self._iteration_start = self._learn_end = time.perf_counter()
+        self._minibatches_trained = 0
+        self._kl_stopped = False
+        self.env_steps += int(summary["env_steps"])
+
+    def on_train_batch_end(self, outputs: Any, batch: Dict[str, Any], batch_idx: int) -> None:
+        """Close the iteration after its last minibatch: before the epoch-end evaluation and any checkpoint."""
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._close_iteration()
+
+    def on_train_epoch_end(self) -> None:  # a data source without a length: close the iteration here
+        self._close_iteration()
+
+    def _close_iteration(self) -> None:
+        """Normalizers learn from the iteration's data (only now, so collection and update saw the same
+        normalization), then log what the rollout saw and how the time was split, against env steps."""
+        summary, self._iteration = self._iteration, None
+        if summary is None:
+            return
+        self.update_normalizers(summary["obs"], summary["returns"])
+        logs = dict(summary["stats"])
+        collect = logs.get("perf/collect_time", 0.0)
+        learn = self._learn_end - self._iteration_start
+        logs["perf/learn_time"] = learn
+        logs["perf/collect_fraction"] = collect / (collect + learn) if collect + learn > 0 else 0.0
+        logs["charts/SPS"] = summary["env_steps"] / (collect + learn) if collect + learn > 0 else 0.0
         logs["charts/env_steps"] = float(self.env_steps)
+        logs["charts/update_fraction"] = self._minibatches_trained / max(self.trainer.num_training_batches, 1)
+        self.last_iteration = {"env_steps": int(summary["env_steps"]), "collect_time": collect, "learn_time": learn}
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
+        self.log_env_step()
+        if summary["stop"]:
+            self.trainer.should_stop = True
 
-    # ------------------------------------------------------------------ evaluation (EvalStats, phc validate)
-
-    def on_validation_epoch_start(self) -> None:
-        """Fresh metric states and per-motion rows for this evaluation."""
-        self.eval_metrics.reset()
-        self._eval_rows = []
-
-    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> None:
-        """Accumulate one chunk of played motions (``evaluation.play_motions`` output)."""
-        self._accumulate_eval(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log ``eval/*`` (torchmetrics syncs the sums across processes)."""
-        summary, _ = self.eval_results()
-        self.log_dict({"eval/" + k: v for k, v in summary.items()}, batch_size=1)
-
-    def _accumulate_eval(self, batch: Dict[str, Tensor]) -> None:
-        self.eval_metrics.update_batch(batch["pred"], batch["gt"], batch["lengths"], batch["success"])
-        self._eval_rows.extend(per_motion_rows(batch))
-
-    def eval_results(self) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
-        """Summary metrics of the current evaluation and its per-motion rows (sorted by motion id)."""
-        summary = {k: float(v) for k, v in self.eval_metrics.compute().items()}
-        return summary, sorted(self._eval_rows, key=lambda r: r["motion_id"])
-
-    def eval_failed(self, num_motions: int) -> Tensor:
-        """``[num_motions]`` bool: motions that failed in the current evaluation."""
-        failed = torch.zeros(num_motions, dtype=torch.bool)
-        for row in self._eval_rows:
-            failed[row["motion_id"]] = not row["success"]
-        return failed
-
-    @torch.no_grad()
-    def evaluate(self, dataloader) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
-        """Run an evaluation outside Lightning's loops (the final evaluation after fit)."""
-        self.on_validation_epoch_start()
-        was_training = self.training
-        self.eval()
-        for batch in dataloader:
-            self._accumulate_eval(batch)
-        self.train(was_training)
-        return self.eval_results()
-
+    def log_env_step(self) -> None:
+        """Env steps as the x-axis of what is logged now (Lightning takes a logged ``step`` as the step)."""
+        self.log("step", float(self.env_steps), on_step=False, on_epoch=True, batch_size=1)
+        self.log("epoch", float(self.current_epoch), on_step=False, on_epoch=True, batch_size=1)

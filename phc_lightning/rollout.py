@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
@@ -70,28 +70,20 @@ class RolloutBuffer:
 
 @dataclass
 class EpochStats:
-    """What the last iteration saw; logged by the module at epoch end."""
+    """What the last collection saw; handed to the learner with the iteration's first minibatch."""
 
     env_steps: int = 0
     collect_time: float = 0.0
-    learn_time: float = 0.0
     episode_returns: List[float] = field(default_factory=list)
     episode_lengths: List[float] = field(default_factory=list)
     num_truncated: int = 0
     num_terminated: int = 0
     num_unstable: int = 0
     reward_terms: Dict[str, float] = field(default_factory=dict)
-    minibatches: int = 0
 
     def as_log_dict(self) -> Dict[str, float]:
-        """Flat ``charts/*``, ``rewards/*`` and ``perf/*`` scalars."""
-        total = self.collect_time + self.learn_time
-        out = {
-            "charts/SPS": self.env_steps / total if total > 0 else 0.0,
-            "perf/collect_time": self.collect_time,
-            "perf/learn_time": self.learn_time,
-            "perf/collect_fraction": self.collect_time / total if total > 0 else 0.0,
-        }
+        """Flat ``charts/*``, ``rewards/*`` scalars and ``perf/collect_time``."""
+        out = {"perf/collect_time": self.collect_time}
         finished = self.num_truncated + self.num_terminated
         if self.episode_returns:
             out["charts/episode_return"] = sum(self.episode_returns) / len(self.episode_returns)
@@ -104,36 +96,76 @@ class EpochStats:
         return out
 
 
+class RolloutPolicy(Protocol):
+    """What collection needs from a policy (``PHCModule`` implements it); collection never writes into it."""
+
+    action_dim: int
+    device: torch.device
+    training: bool
+
+    def train(self, mode: bool = True) -> Any:
+        """Collection runs the policy in eval mode and restores the mode after."""
+
+    def act(
+        self, obs: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(actions [N, A], logprob [N], value [N])`` of raw observations ``[N, obs_dim]``."""
+
+    def get_value(self, obs: Tensor) -> Tensor:
+        """Critic value ``[N]`` of raw observations, in return units."""
+
+    def pd_targets(self, actions: Tensor, ref_dof_pos: Tensor) -> Tensor:
+        """PD targets ``[N, 69]`` of actions under the policy's action interface."""
+
+
+ITERATION_KEY = "iteration"
+"""Key of the first minibatch of every iteration that carries :class:`IterationSummary` fields (a dict)."""
+
+
+def iteration_summary(obs: Tensor, returns: Tensor, env_steps: int, stop: bool, stats: Dict[str, float]) -> Dict:
+    """What the learner needs once per iteration, handed over with the first minibatch.
+
+    Args:
+        obs: every raw observation the iteration saw ``[B, obs_dim]`` (with the reset observations of a fresh
+            start), merged into the observation normalizer after the update.
+        returns: GAE returns ``[B]``, merged into the value normalizer after the update.
+        env_steps: env steps this iteration collected.
+        stop: ``total_timesteps`` is reached with this iteration: training should stop after it.
+        stats: ``charts/*``, ``rewards/*`` and ``perf/collect_time`` scalars of the collection.
+    """
+    return {"obs": obs, "returns": returns, "env_steps": env_steps, "stop": stop, "stats": stats}
+
+
 class RolloutDataset(IterableDataset):
-    """One PPO iteration per pass: collect, GAE, then shuffled minibatches.
+    """One PPO iteration per pass: collect, GAE, then ``update_epochs x num_minibatches`` shuffled minibatches.
+
+    The dataset has a length (the number of minibatches of an iteration), so Lightning fetches batches one at a
+    time instead of prefetching: collection happens when the first minibatch is fetched, which is after every
+    ``on_train_epoch_start`` hook, in every epoch, also the first one after a resume.
 
     Args:
         env: the vectorized tracking env (lives in this process).
-        get_module: returns the current ``PHCModule`` (the policy changes between passes).
+        get_policy: returns the current policy (it changes between passes), a :class:`RolloutPolicy`.
         horizon: steps per env per iteration.
         update_epochs: passes over the batch.
         num_minibatches: minibatches per pass; ``horizon * num_envs`` must divide evenly.
         gamma: discount.
         gae_lambda: GAE lambda.
-        target_kl: stop the remaining minibatches of an iteration once approx KL exceeds this.
-        total_timesteps: stop training (``trainer.should_stop``) once this many env steps were collected.
-        seed: seeds the minibatch shuffling.
-        stop_training: called once ``total_timesteps`` is reached (the datamodule sets ``trainer.should_stop``).
+        total_timesteps: the iteration that reaches this many env steps tells the learner to stop.
+        seed: seeds the action sampling and the minibatch shuffling.
     """
 
     def __init__(
         self,
         env: HumanoidTracking,
-        get_module: Callable[[], torch.nn.Module],
+        get_policy: Callable[[], RolloutPolicy],
         horizon: int,
         update_epochs: int,
         num_minibatches: int,
         gamma: float,
         gae_lambda: float,
-        target_kl: Optional[float] = None,
         total_timesteps: Optional[int] = None,
         seed: int = 0,
-        stop_training: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__()
         batch = horizon * env.num_envs
@@ -143,29 +175,34 @@ class RolloutDataset(IterableDataset):
                 f"(horizon={horizon}, num_envs={env.num_envs})"
             )
         self.env = env
-        self.get_module = get_module
+        self.get_policy = get_policy
         self.horizon = horizon
         self.update_epochs = update_epochs
         self.num_minibatches = num_minibatches
         self.gamma = gamma
         self.gae_lambda = gae_lambda
-        self.target_kl = target_kl
         self.total_timesteps = total_timesteps
-        self.stop_training = stop_training
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
+        # global RNG, which any library may draw from.
+        self._action_seed = seed + 1
+        self.action_generator: Optional[torch.Generator] = None
+        self._action_rng_state: Optional[Tensor] = None
         self.next_obs: Optional[Tensor] = None
+        self.env_steps = 0
         self.stats = EpochStats()
-        self._iteration_obs: Optional[Tensor] = None
-        self._iteration_returns: Optional[Tensor] = None
-        self._yielded = self._trained = 0
-        self._exhausted = False
-        self._start = self._collected = 0.0
+
+    def __len__(self) -> int:
+        """Minibatches per iteration (Lightning does not prefetch from a dataset with a length)."""
+        return self.update_epochs * self.num_minibatches
 
     def __iter__(self) -> Iterator[Dict[str, Tensor]]:
-        module = self.get_module()
-        self._start = time.perf_counter()
-        buf = self.collect(module)
-        self._collected = time.perf_counter()
+        policy = self.get_policy()
+        start = time.perf_counter()
+        reset_obs = None
+        if self.next_obs is None:
+            reset_obs = self.next_obs = self.env.reset()
+        buf = self.collect(policy)
         advantages, returns = compute_gae(
             buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated, self.gamma, self.gae_lambda
         )
@@ -177,51 +214,59 @@ class RolloutDataset(IterableDataset):
             "advantages": advantages.flatten(),
             "returns": returns.flatten(),
         }
-        self._iteration_obs, self._iteration_returns = flat["obs"], flat["returns"]
-        self._yielded, self._trained, self._exhausted = 0, 0, False
+        steps = self.horizon * self.env.num_envs
+        self.env_steps += steps
+        self.stats.collect_time = time.perf_counter() - start
+        stats = self.stats.as_log_dict()
+        norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
+        stop = self.total_timesteps is not None and self.env_steps >= self.total_timesteps
+        summary = iteration_summary(norm_obs, flat["returns"], steps, stop, stats)
         batch_size = flat["values"].numel()
         mb_size = batch_size // self.num_minibatches
         for _ in range(self.update_epochs):
             perm = torch.randperm(batch_size, generator=self.generator).to(flat["values"].device)
             for i in range(self.num_minibatches):
                 mb_inds = perm[i * mb_size : (i + 1) * mb_size]
-                self._yielded += 1
-                yield {k: v[mb_inds] for k, v in flat.items()}
-            # Lightning prefetches one batch, so this KL is from one minibatch earlier: close enough to stop on.
-            last_kl = getattr(module, "last_approx_kl", None)
-            if self.target_kl is not None and last_kl is not None and last_kl > self.target_kl:
-                break
-        self._exhausted = True
+                minibatch = {k: v[mb_inds] for k, v in flat.items()}
+                if summary is not None:
+                    minibatch[ITERATION_KEY], summary = summary, None
+                yield minibatch
 
-    def minibatch_trained(self, module: torch.nn.Module) -> None:
-        """Called after every optimizer step; closes the iteration after its last minibatch.
+    def _actions_rng(self, device: torch.device) -> torch.Generator:
+        if self.action_generator is None or self.action_generator.device != device:
+            self.action_generator = torch.Generator(device=device).manual_seed(self._action_seed)
+            if self._action_rng_state is not None:
+                self.action_generator.set_state(self._action_rng_state)
+                self._action_rng_state = None
+        return self.action_generator
 
-        This cannot happen at the end of ``__iter__``: Lightning prefetches one batch ahead, so the generator
-        finishes before the last minibatch is trained.
-        """
-        self._trained += 1
-        if self._exhausted and self._trained == self._yielded:
-            self._finish(module)
+    def state_dict(self) -> Dict[str, Any]:
+        """RNG states and counters of the data side of training (tensors and primitives)."""
+        actions_rng = self._action_rng_state
+        if self.action_generator is not None:
+            actions_rng = self.action_generator.get_state()
+        return {
+            "shuffle_rng": self.generator.get_state(),
+            "action_rng": actions_rng,
+            "env_steps": self.env_steps,
+            "resume_rollout": self.next_obs is not None,
+        }
 
-    def _finish(self, module: torch.nn.Module) -> None:
-        # Normalizer stats move only after the update, so collection and learning of one iteration see the same
-        # normalization (the stored log-probs stay valid).
-        module.update_normalizers(self._iteration_obs.to(module.device), self._iteration_returns.to(module.device))
-        self._iteration_obs = self._iteration_returns = None
-        self.stats.minibatches = self._trained
-        self.stats.collect_time = self._collected - self._start
-        self.stats.learn_time = time.perf_counter() - self._collected
-        if self.total_timesteps is not None and int(module.env_steps) >= self.total_timesteps:
-            if self.stop_training is not None:
-                self.stop_training()
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the env's own state is restored separately (before this)."""
+        self.generator.set_state(state["shuffle_rng"])
+        self.action_generator = None
+        self._action_rng_state = state["action_rng"]
+        self.env_steps = int(state["env_steps"])
+        self.next_obs = self.env.obs if state["resume_rollout"] else None
 
     @torch.no_grad()
-    def collect(self, module: torch.nn.Module) -> RolloutBuffer:
-        """Step every env ``horizon`` times with stochastic actions from ``module``."""
+    def collect(self, module: RolloutPolicy) -> RolloutBuffer:
+        """Step every env ``horizon`` times with stochastic actions from ``module`` (no grad, eval mode)."""
         env = self.env
         if self.next_obs is None:
             self.next_obs = env.reset()
-            module.update_obs_normalizer(self.next_obs.to(module.device))  # first stats from the RSI reset states
+        rng = self._actions_rng(module.device)
         buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
         stats = EpochStats()
         term_sums: Dict[str, float] = defaultdict(float)
@@ -231,7 +276,7 @@ class RolloutDataset(IterableDataset):
             obs = self.next_obs
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
             # stays with the env and Lightning moves each minibatch to the module.
-            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device)))
+            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device), generator=rng))
             # PD targets where the env lives: the actions are moved there anyway, the reference already is.
             result = env.step(module.pd_targets(actions, env.ref_next_dof_pos))
             buf.obs[t] = obs
@@ -267,9 +312,7 @@ class RolloutDataset(IterableDataset):
         buf.next_values = torch.where(done, buf.next_values, following)
         buf.next_values[buf.terminated] = 0.0
         module.train(was_training)
-        steps = self.horizon * env.num_envs
-        module.env_steps += steps
-        stats.env_steps = steps
+        stats.env_steps = self.horizon * env.num_envs
         stats.reward_terms = {k: v / self.horizon for k, v in term_sums.items()}
         self.stats = stats
         return buf

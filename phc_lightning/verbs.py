@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import List
 
-EXTRA_VERBS = ("motions", "bench")
+from phc_lightning.pipeline_verbs import PIPELINE_VERBS, add_motion_verbs, add_pipeline_verbs, run_pipeline_verb
+
+EXTRA_VERBS = ("motions", "bench") + PIPELINE_VERBS
 
 
 def run_extra_verb(argv: List[str]) -> int:
@@ -19,6 +21,8 @@ def run_extra_verb(argv: List[str]) -> int:
     motions = verbs.add_parser("motions", help="inspect motion files").add_subparsers(dest="action", required=True)
     info = motions.add_parser("info", help="motion count, frames, fps and duration of a motion file")
     info.add_argument("file")
+    add_motion_verbs(motions)
+    add_pipeline_verbs(verbs)
     bench = verbs.add_parser("bench", help="speed benchmarks (ratios measured in one run)")
     bench_verbs = bench.add_subparsers(dest="action", required=True)
     env = bench_verbs.add_parser("env", help="task env vs raw physics env-steps/s")
@@ -26,6 +30,8 @@ def run_extra_verb(argv: List[str]) -> int:
     env.add_argument("--steps", type=int, default=60, help="env steps per measurement")
     env.add_argument("--repeats", type=int, default=3, help="interleaved measurements; the median is reported")
     env.add_argument("--num_threads", type=int, default=None)
+    env.add_argument("--backend", default="mujoco", choices=("mujoco", "mujoco_warp", "warp"),
+                     help="physics backend of the task env (warp = mujoco_warp, CUDA when present)")
     train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=6)
@@ -45,6 +51,8 @@ def run_extra_verb(argv: List[str]) -> int:
     ns, overrides = parser.parse_known_args(argv)
     if overrides and not (ns.verb == "bench" and ns.action == "learn"):
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    if ns.verb in PIPELINE_VERBS or (ns.verb == "motions" and ns.action != "info"):
+        return run_pipeline_verb(ns)
     if ns.verb == "motions":
         from phc_lightning.motion.info import print_motion_info
 
@@ -53,7 +61,7 @@ def run_extra_verb(argv: List[str]) -> int:
     from phc_lightning import bench as benchmarks
 
     if ns.action == "env":
-        benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads)
+        benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads, ns.backend)
     elif ns.action == "train":
         benchmarks.bench_train(ns.config, ns.epochs)
     else:

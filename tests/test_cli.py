@@ -32,8 +32,11 @@ def test_help_lists_the_verbs(tmp_path: Path) -> None:
 def test_smoke_fit_then_validate_on_its_checkpoint(tmp_path: Path) -> None:
     fit = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "2", cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    last = tmp_path / "runs" / "smoke" / "checkpoints" / "last.ckpt"
+    run_dir = tmp_path / "runs" / "smoke" / "version_0"
+    last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
+    # the run directory holds everything of the run
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
     # the final evaluation of fit wrote its files
     assert list((tmp_path / "runs" / "smoke").rglob("final_motions.csv"))
 
@@ -79,7 +82,11 @@ def test_motions_info_on_bundled_file(tmp_path: Path) -> None:
         (("fit", "--config", SMOKE, "--model.init_from", "nope.ckpt"), "nope.ckpt"),
         (("fit", "--config", SMOKE, "--model.learning_rate", "-1"), "learning_rate"),
         (("fit", "--config", SMOKE, "--data.backend", "bullet"), "bullet"),
-        (("fit", "--config", SMOKE, "--data.power_coef", "-1"), "power_coef"),
+        (("fit", "--config", SMOKE, "--data.task.power_coef", "-1"), "data.task.power_coef"),
+        (("fit", "--config", SMOKE, "--data.num_envs", "0"), "data.num_envs"),
+        (("fit", "--config", SMOKE, "--optimizer", "Adam"), "--optimizer"),
+        (("test", "--config", SMOKE), "test"),
+        (("fit", "--config", SMOKE, "--ckpt_path", "last"), "last.ckpt"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, needle: str) -> None:
@@ -93,11 +100,17 @@ def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, 
 
 @pytest.mark.slow
 def test_wandb_logger_works_offline(tmp_path: Path) -> None:
-    out = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "1",
-              "--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true",
-              "--trainer.logger.save_dir", "runs/smoke", cwd=tmp_path)
+    wandb = ("--trainer.logger", "lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline", "true")
+    out = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "1", *wandb, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert list((tmp_path / "runs" / "smoke" / "wandb").glob("offline-run-*"))
+    run_dir = tmp_path / "runs" / "smoke" / "version_0"
+    run_id = (run_dir / "wandb_run_id").read_text().strip()
+    assert [p.name.endswith(run_id) for p in (run_dir / "wandb").glob("offline-run-*")] == [True]
+    # the resumed run continues the same W&B run
+    out = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "2", "--ckpt_path", "last", *wandb, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(p.name.endswith(run_id) for p in runs)
 
 
 @pytest.mark.slow

@@ -199,3 +199,23 @@ def test_bad_inputs_raise_one_line_errors():
         metrics.update(gt, gt, success=torch.tensor([True, False]))
     with pytest.raises(ValueError, match="lengths"):
         metrics.update_batch(gt[None], gt[None], torch.tensor([6]), torch.tensor([True]))
+
+
+def test_streaming_sums_equal_the_whole_trajectory_errors() -> None:
+    from phc_lightning.eval_metrics import ERROR_NAMES, StreamingErrors
+
+    lengths = [7, 4, 1]  # env 2 plays a single frame: no velocity, no acceleration
+    horizon = max(lengths)
+    gts = [random_motion(horizon, seed=70 + i).float() for i in range(3)]
+    preds = [gt + 0.03 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(i)) for i, gt in enumerate(gts)]
+    stream = StreamingErrors(3, "cpu")
+    for t in range(horizon):
+        active = torch.tensor([t < n for n in lengths])
+        # envs that finished keep producing unrelated frames (auto-reset): they must not count
+        pred_t = torch.stack([p[t] if t < n else torch.full_like(p[t], float("nan")) for p, n in zip(preds, lengths)])
+        stream.add(pred_t, torch.stack([g[t] for g in gts]), active)
+    for i, n in enumerate(lengths):
+        whole = motion_errors(preds[i][:n], gts[i][:n])
+        for name in ERROR_NAMES:
+            assert int(stream.frames[name][i]) == whole[name].numel(), (name, i)
+            torch.testing.assert_close(stream.sums[name][i].float(), whole[name].sum(), rtol=1e-5, atol=1e-3)

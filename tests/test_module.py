@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from phc_lightning import skeleton
 from phc_lightning.errors import ConfigError
 from phc_lightning.module import BATCH_KEYS, LOSS_KEYS, PHCModule
+from phc_lightning.rollout import ITERATION_KEY, iteration_summary
 
 OBS_DIM, BATCH = 8, 32
 ACTION_DIM = 57  # PHC's controlled hinges: 69 minus the frozen toes and hands
@@ -43,6 +44,10 @@ def make_minibatches(module: PHCModule, num: int = 4, seed: int = 0) -> List[Dic
                     "returns": values + advantages,
                 }
             )
+    # As the rollout does: the iteration's summary travels with its first minibatch.
+    every_obs = torch.cat([b["obs"] for b in batches])
+    every_return = torch.cat([b["returns"] for b in batches])
+    batches[0][ITERATION_KEY] = iteration_summary(every_obs, every_return, 1000, False, {"perf/collect_time": 0.1})
     return batches
 
 
@@ -74,10 +79,10 @@ def test_act_get_value_shapes_and_logprob():
         module.act(torch.randn(5, OBS_DIM + 1))
 
 
-def test_update_obs_normalizer_changes_normalization_not_act():
+def test_update_normalizers_changes_normalization_not_act():
     module = tiny_module()
     obs = torch.randn(64, OBS_DIM) * 5.0 + 3.0
-    module.update_obs_normalizer(obs)
+    module.update_normalizers(obs, torch.zeros(64))
     assert module.obs_norm.count.item() == 64
     torch.testing.assert_close(module.obs_norm.mean, obs.mean(0))
     count = module.obs_norm.count.clone()
@@ -159,15 +164,17 @@ def test_checkpoint_loads_with_weights_only_and_restores_buffers(tmp_path):
     torch.manual_seed(0)
     module = tiny_module(l2_init_coef=0.1)
     batches = make_minibatches(module)
-    module.update_obs_normalizer(torch.cat([b["obs"] for b in batches]))
     trainer = make_trainer()
     trainer.fit(module, DataLoader(batches, batch_size=None))
-    module.env_steps += 1234
+    assert int(module.obs_norm.count) == 4 * BATCH  # the summary's observations, merged at epoch end
+    assert int(module.env_steps) == 1000  # the summary's env steps
+    module.env_steps += 234
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
 
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["state_dict"]["env_steps"].item() == 1234
+    assert checkpoint["state_dict"]["obs_norm.count"].item() == 4 * BATCH
     assert len(checkpoint["optimizer_states"]) == 1
     restored = PHCModule.load_from_checkpoint(path)
     for key, value in module.state_dict().items():
@@ -289,3 +296,33 @@ def test_checkpoint_with_another_action_interface_is_refused(tmp_path):
             tiny_module(init_from=str(path), **other)
     warm = tiny_module(init_from=str(path), residual_actions=True, action_scale=0.5, dof_action_scale={})
     torch.testing.assert_close(warm.policy.actor[0].weight, module.policy.actor[0].weight)
+
+
+def test_training_without_a_rollout_summary_fails_loudly():
+    module = tiny_module()
+    batches = make_minibatches(module)
+    del batches[0][ITERATION_KEY]  # a data source that never feeds the normalizer
+    with pytest.raises(RuntimeError, match="carries no rollout summary"):
+        make_trainer().fit(module, DataLoader(batches, batch_size=None))
+
+
+def test_target_kl_skips_the_rest_of_the_iterations_steps_and_the_epoch_still_ends_normally():
+    torch.manual_seed(0)
+    module = tiny_module(target_kl=1e-12, learning_rate=1e-2)
+    batches = make_minibatches(module, num=6)
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    # minibatch 0 has KL exactly 0 (not above the target), minibatch 1 exceeds it: two optimizer steps
+    assert trainer.global_step == 2
+    assert trainer.callback_metrics["charts/update_fraction"].item() == pytest.approx(2 / 6)
+    assert int(module.obs_norm.count) == 6 * BATCH  # the iteration still closed: normalizers updated
+
+
+def test_actions_follow_the_given_generator_not_the_global_rng():
+    module = tiny_module()
+    obs = torch.randn(5, OBS_DIM)
+    a, _, _ = module.act(obs, generator=torch.Generator().manual_seed(7))
+    state = torch.get_rng_state()
+    b, _, _ = module.act(obs, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b)
+    assert torch.equal(torch.get_rng_state(), state)

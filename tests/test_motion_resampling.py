@@ -40,7 +40,7 @@ def test_evaluation_failures_drive_weights_and_redraw_env_motions(tmp_path: Path
     recorder = RecordEnvMotions()
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         num_sanity_val_steps=0, default_root_dir=str(tmp_path),
-                        callbacks=[EvalStats(every_n_epochs=1, final=False), resampling, recorder])
+                        callbacks=[EvalStats(final=False), resampling, recorder])
     data = PHCDataModule(num_envs=16, num_threads=1, horizon=4, update_epochs=1, num_minibatches=1)
     trainer.fit(PHCModule(actor_hidden=[16], critic_hidden=[16]), datamodule=data)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Tuple
 
 import torch
 
 from phc_lightning.module import PHCModule
 from phc_lightning.motion.library import MotionLibrary
-from phc_lightning.rollout import RolloutDataset
+from phc_lightning.rollout import ITERATION_KEY, RolloutDataset
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.env import HumanoidTracking
 
@@ -16,63 +16,85 @@ NUM_ENVS = 4
 HORIZON = 12
 
 
-def make_dataset(**kwargs) -> RolloutDataset:
+def make_dataset(**kwargs) -> Tuple[RolloutDataset, PHCModule]:
     from phc_lightning.motion import BUNDLED_MOTIONS
 
     env = HumanoidTracking(make_backend("mujoco", NUM_ENVS, num_threads=1), MotionLibrary(BUNDLED_MOTIONS), seed=3)
     module = PHCModule(actor_hidden=[16], critic_hidden=[16])
     args = dict(horizon=HORIZON, update_epochs=2, num_minibatches=3, gamma=0.9, gae_lambda=0.8)
     args.update(kwargs)
-    return RolloutDataset(env, get_module=lambda: module, **args)
+    return RolloutDataset(env, get_policy=lambda: module, **args), module
 
 
-def run_iteration(dataset: RolloutDataset) -> List[dict]:
-    """Consume one pass the way Lightning does: every yielded minibatch is 'trained' afterwards."""
-    module = dataset.get_module()
-    batches = list(iter(dataset))  # the generator runs ahead, as with Lightning's prefetching
-    for _ in batches:
-        dataset.minibatch_trained(module)
-    return batches
+def run_iteration(dataset: RolloutDataset) -> Tuple[List[dict], dict]:
+    """One pass; returns the minibatches and the iteration summary the first one carried."""
+    batches = list(iter(dataset))
+    return batches, batches[0].pop(ITERATION_KEY)
 
 
 def test_every_transition_is_visited_once_per_update_epoch() -> None:
-    dataset = make_dataset()
-    batches = run_iteration(dataset)
-    assert len(batches) == 2 * 3
+    dataset, _ = make_dataset()
+    batches, _ = run_iteration(dataset)
+    assert len(batches) == len(dataset) == 2 * 3
     per_epoch = HORIZON * NUM_ENVS
     for epoch in range(2):
         rows = torch.cat([b["obs"] for b in batches[epoch * 3 : (epoch + 1) * 3]])
         assert rows.shape[0] == per_epoch
         # each transition appears exactly once: the sorted rows are pairwise distinct
         assert torch.unique(rows, dim=0).shape[0] == per_epoch
-    assert set(batches[0]) == {"obs", "actions", "logprobs", "values", "advantages", "returns"}
+    assert all(set(b) == {"obs", "actions", "logprobs", "values", "advantages", "returns"} for b in batches)
     dataset.env.close()
 
 
-def test_env_steps_are_counted_and_total_timesteps_stops_training() -> None:
-    stopped = []
-    dataset = make_dataset(total_timesteps=2 * HORIZON * NUM_ENVS, stop_training=lambda: stopped.append(True))
-    module = dataset.get_module()
-    run_iteration(dataset)
-    assert int(module.env_steps) == HORIZON * NUM_ENVS and not stopped
-    run_iteration(dataset)
-    assert int(module.env_steps) == 2 * HORIZON * NUM_ENVS and stopped == [True]
-    stats = dataset.stats.as_log_dict()
-    assert stats["charts/SPS"] > 0 and 0 < stats["perf/collect_fraction"] < 1
-    assert any(key.startswith("rewards/") for key in stats)
+def test_collection_happens_at_the_first_fetch_not_when_the_iterator_is_created() -> None:
+    dataset, _ = make_dataset()
+    calls = []
+    real_collect = dataset.collect
+    dataset.collect = lambda policy: calls.append(1) or real_collect(policy)
+    iterator = iter(dataset)  # what Lightning does while setting up the epoch's data fetcher
+    assert calls == []
+    next(iterator)  # the epoch loop's first fetch, after on_train_epoch_start
+    assert calls == [1]
     dataset.env.close()
 
 
-def test_normalizer_moves_only_after_the_last_minibatch_is_trained() -> None:
-    dataset = make_dataset()
-    module = dataset.get_module()
-    batches = list(iter(dataset))
-    count_before = int(module.obs_norm.count)  # includes the first reset's warm-up statistics
-    for _ in batches[:-1]:
-        dataset.minibatch_trained(module)
-    assert int(module.obs_norm.count) == count_before
-    dataset.minibatch_trained(module)
-    assert int(module.obs_norm.count) == count_before + HORIZON * NUM_ENVS
+def test_the_summary_counts_steps_and_says_when_total_timesteps_is_reached() -> None:
+    dataset, module = make_dataset(total_timesteps=2 * HORIZON * NUM_ENVS)
+    _, first = run_iteration(dataset)
+    assert first["env_steps"] == HORIZON * NUM_ENVS and not first["stop"]
+    _, second = run_iteration(dataset)
+    assert second["stop"] and dataset.env_steps == 2 * HORIZON * NUM_ENVS
+    assert second["stats"]["perf/collect_time"] > 0
+    assert any(key.startswith("rewards/") for key in second["stats"])
+    assert int(module.env_steps) == 0  # collection never writes into the module
+    dataset.env.close()
+
+
+def test_the_summary_carries_the_observations_for_the_normalizer_and_collection_leaves_it_alone() -> None:
+    dataset, module = make_dataset()
+    _, first = run_iteration(dataset)
+    # the first iteration also hands over the reset observations the envs started from
+    assert first["obs"].shape[0] == NUM_ENVS + HORIZON * NUM_ENVS
+    assert first["returns"].shape[0] == HORIZON * NUM_ENVS
+    _, second = run_iteration(dataset)
+    assert second["obs"].shape[0] == HORIZON * NUM_ENVS
+    assert int(module.obs_norm.count) == 0  # only the learner merges statistics, after its update
+    dataset.env.close()
+
+
+def test_action_noise_has_its_own_stream_and_resumes_from_the_state() -> None:
+    dataset, _ = make_dataset()
+    run_iteration(dataset)
+    saved_env, saved = dataset.env.state_dict(), dataset.state_dict()
+    global_rng = torch.get_rng_state()
+    again, _ = run_iteration(dataset)
+    assert torch.equal(torch.get_rng_state(), global_rng)  # the global RNG is not drawn from
+    dataset.env.load_state_dict(saved_env)
+    dataset.load_state_dict(saved)
+    replay, _ = run_iteration(dataset)
+    for a, b in zip(again, replay):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     dataset.env.close()
 
 
@@ -114,8 +136,8 @@ def test_an_env_the_backend_had_to_reset_bootstraps_from_its_last_sane_value(tmp
     from tests.test_task_env import inject_nan_qvel
 
     monkeypatch.chdir(tmp_path)  # MuJoCo appends its instability warning to ./MUJOCO_LOG.TXT
-    dataset = make_dataset()
-    env, module = dataset.env, dataset.get_module()
+    dataset, module = make_dataset()
+    env = dataset.env
     real_step = env.step
     calls = []
 

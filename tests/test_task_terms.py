@@ -137,11 +137,11 @@ def test_reward_weights_are_a_config_edit_and_terms_sum_to_total():
 
 
 def test_task_config_rejects_negative_or_non_finite_values():
-    with pytest.raises(ValueError, match="TaskConfig.k_pos"):
+    with pytest.raises(ValueError, match="data.task.k_pos"):
         TaskConfig(k_pos=-1.0)
-    with pytest.raises(ValueError, match="TaskConfig.termination_distance"):
+    with pytest.raises(ValueError, match="data.task.termination_distance"):
         TaskConfig(termination_distance=0.0)
-    with pytest.raises(ValueError, match="TaskConfig.w_rot"):
+    with pytest.raises(ValueError, match="data.task.w_rot"):
         TaskConfig(w_rot=float("nan"))
 
 

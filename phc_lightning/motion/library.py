@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 
 from phc_lightning import skeleton
+from phc_lightning.errors import ConfigError
 from phc_lightning.motion import fk
 from phc_lightning.motion.formats import RawMotion, check_unique_keys, load_motion_file, validate_motion
 from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
@@ -207,9 +208,9 @@ class MotionLibrary:
         max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
     ) -> None:
         if not (math.isfinite(velocity_smoothing) and velocity_smoothing >= 0):
-            raise ValueError(f"velocity_smoothing must be a finite number >= 0, got {velocity_smoothing}")
+            raise ConfigError(f"velocity_smoothing must be a finite number >= 0, got {velocity_smoothing}")
         if max_dof_vel is not None and not max_dof_vel > 0:
-            raise ValueError(f"max_dof_vel must be > 0 or None, got {max_dof_vel}")
+            raise ConfigError(f"max_dof_vel must be > 0 or None, got {max_dof_vel}")
         self.velocity_smoothing = float(velocity_smoothing)
         self.max_dof_vel = None if max_dof_vel is None else float(max_dof_vel)
         if isinstance(motion_file, (list, tuple)):  # in-memory motions get the same checks as files

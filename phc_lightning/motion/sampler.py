@@ -25,6 +25,8 @@ from typing import Any, Dict
 
 import torch
 
+from phc_lightning.errors import ConfigError
+
 Tensor = torch.Tensor
 
 SAMPLER_MODES = ("soft", "hard", "decay")
@@ -48,13 +50,13 @@ class MotionSampler:
 
     def __init__(self, num_motions: int, mode: str = "soft", decay: float = 0.999, uniform_mix: float = 0.0) -> None:
         if int(num_motions) < 1:
-            raise ValueError(f"num_motions: must be >= 1, got {num_motions}")
+            raise ConfigError(f"num_motions: must be >= 1, got {num_motions}")
         if mode not in SAMPLER_MODES:
-            raise ValueError(f"mode: unknown sampler mode {mode!r}, expected one of {', '.join(SAMPLER_MODES)}")
+            raise ConfigError(f"mode: unknown sampler mode {mode!r}, expected one of {', '.join(SAMPLER_MODES)}")
         if not 0.0 < float(decay) <= 1.0:
-            raise ValueError(f"decay: must be in (0, 1], got {decay}")
+            raise ConfigError(f"decay: must be in (0, 1], got {decay}")
         if not 0.0 <= float(uniform_mix) <= 1.0:
-            raise ValueError(f"uniform_mix: must be in [0, 1], got {uniform_mix}")
+            raise ConfigError(f"uniform_mix: must be in [0, 1], got {uniform_mix}")
         self.uniform_mix = float(uniform_mix)
         self.num_motions = int(num_motions)
         self.mode = mode

@@ -49,17 +49,17 @@ class ActionInterface:
         frozen_bodies: Sequence[str] = skeleton.FROZEN_BODIES,
     ) -> None:
         if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"action_scale must be a positive number of radians, got {scale}")
+            raise ConfigError(f"action_scale must be a positive number of radians, got {scale}")
         dof_scale = dict(PHC_DOF_ACTION_SCALE if dof_scale is None else dof_scale)
         unknown = sorted(set(dof_scale) - set(skeleton.DOF_NAMES))
         if unknown:
-            raise ValueError(f"dof_action_scale: unknown DoF names {unknown} (names look like 'L_Knee_y')")
+            raise ConfigError(f"dof_action_scale: unknown DoF names {unknown} (names look like 'L_Knee_y')")
         for name, value in dof_scale.items():
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"dof_action_scale[{name!r}] must be positive, got {value}")
+                raise ConfigError(f"dof_action_scale[{name!r}] must be positive, got {value}")
         bad = sorted(set(frozen_bodies) - set(skeleton.BODY_NAMES[1:]))
         if bad:
-            raise ValueError(f"frozen_bodies: unknown or root bodies {bad}")
+            raise ConfigError(f"frozen_bodies: unknown or root bodies {bad}")
         frozen = {d for body in frozen_bodies for d in skeleton.body_dofs(body)}
         self.residual = bool(residual)
         self.controlled = torch.tensor([d for d in range(skeleton.NUM_DOFS) if d not in frozen], dtype=torch.long)

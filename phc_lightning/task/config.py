@@ -2,7 +2,8 @@
 
 Defaults are PHC / puffer-phc's. Field names follow PHC's ``reward_specs`` (``w_*`` weights, ``k_*``
 sharpness), so a PHC user finds them; :meth:`TaskConfig.reward_terms` turns them into the term table the
-env evaluates (mjlab style), so changing a weight is a config edit, e.g. ``--data.task.w_pos 0.6``.
+env evaluates (mjlab style), so changing a weight is a config edit: ``--data.task.w_pos 0.6``, or a ``task:``
+block under ``data:`` in YAML.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Dict
 
+from phc_lightning.errors import ConfigError
 from phc_lightning.task.rewards import (
     RewardTerm,
     body_angvel_reward,
@@ -64,10 +66,10 @@ class TaskConfig:
             if isinstance(value, bool):
                 continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"TaskConfig.{f.name}: must be a finite number >= 0, got {value!r}")
+                raise ConfigError(f"data.task.{f.name}: must be a finite number >= 0, got {value!r}")
         for name in ("termination_distance", "eval_failure_distance"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"TaskConfig.{name}: must be > 0 metres, got {getattr(self, name)!r}")
+                raise ConfigError(f"data.task.{name}: must be > 0 metres, got {getattr(self, name)!r}")
 
     def reward_terms(self) -> Dict[str, RewardTerm]:
         """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""
