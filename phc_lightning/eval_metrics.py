@@ -134,20 +134,29 @@ class MotionTrackingMetrics(Metric):
 
     def update(
         self,
-        pred: Tensor,
-        gt: Tensor,
+        pred: Optional[Tensor],
+        gt: Optional[Tensor],
         success: Union[bool, Tensor],
         lengths: Optional[Tensor] = None,
+        sums: Optional[Dict[str, Tensor]] = None,
+        frames: Optional[Dict[str, Tensor]] = None,
     ) -> None:
-        """Add one motion or a padded batch of motions.
+        """Add one motion or a padded batch of motions: whole trajectories, or errors summed while they played.
 
         Args:
-            pred: simulated body positions, metres, ``[T, J, 3]`` (one motion) or ``[B, T, J, 3]``.
+            pred: simulated body positions, metres, ``[T, J, 3]`` (one motion) or ``[B, T, J, 3]``; None with
+                ``sums``.
             gt: reference body positions, same shape.
             success: whether each motion was tracked to its end: a bool, or ``[B]`` bool for a batch.
             lengths: ``[B]`` valid frames per motion in a batch (frames ``>= length`` are padding and
                 ignored); ``None`` means every motion uses all T frames.
+            sums: instead of trajectories, per error name ``[B]`` sums of the per-frame error over each motion's
+                frames, mm (:class:`StreamingErrors`).
+            frames: with ``sums``, per error name ``[B]`` the number of frames in each sum.
         """
+        if sums is not None:
+            self._add(sums, frames, torch.as_tensor(success).reshape(-1).bool())
+            return
         _check_positions(pred, gt)
         if pred.dim() == 3:
             pred, gt = pred.unsqueeze(0), gt.unsqueeze(0)
@@ -179,16 +188,6 @@ class MotionTrackingMetrics(Metric):
             sums[name] = torch.where(valid, err, torch.zeros_like(err)).sum(dim=1).double()  # [B]
             counts[name] = valid.sum(dim=1)  # [B]
         self._add(sums, counts, success)
-
-    def update_sums(self, sums: Dict[str, Tensor], frames: Dict[str, Tensor], success: Tensor) -> None:
-        """Add motions that were accumulated while they played (:class:`StreamingErrors`).
-
-        Args:
-            sums: per error name, ``[B]`` sums of the per-frame error over each motion's frames, mm.
-            frames: per error name, ``[B]`` number of frames in that sum.
-            success: ``[B]`` bool.
-        """
-        self._add(sums, frames, torch.as_tensor(success).reshape(-1).bool())
 
     def _add(self, sums: Dict[str, Tensor], frames: Dict[str, Tensor], success: Tensor) -> None:
         success = success.to(self.num_motions.device)

@@ -43,7 +43,7 @@ class TrackingEvaluation:
     def _accumulate_eval(self, batch: Dict[str, Tensor]) -> None:
         sums = {name: batch[f"sums/{name}"] for name in ERROR_NAMES}
         frames = {name: batch[f"frames/{name}"] for name in ERROR_NAMES}
-        self.eval_metrics.update_sums(sums, frames, batch["success"])
+        self.eval_metrics.update(None, None, batch["success"], sums=sums, frames=frames)
         self._eval_rows.extend(per_motion_rows(batch))
 
     def eval_results(self) -> Tuple[Dict[str, float], List[Dict[str, float]]]:

@@ -32,6 +32,12 @@ def run_extra_verb(argv: List[str]) -> int:
     env.add_argument("--num_threads", type=int, default=None)
     env.add_argument("--backend", default="mujoco", choices=("mujoco", "mujoco_warp", "warp"),
                      help="physics backend of the task env (warp = mujoco_warp, CUDA when present)")
+    memory = bench_verbs.add_parser("eval_memory", help="memory of the PHC evaluation on many long motions")
+    memory.add_argument("--motions", type=int, default=1000)
+    memory.add_argument("--frames", type=int, default=2000, help="frames per motion")
+    memory.add_argument("--num_envs", type=int, default=64)
+    memory.add_argument("--chunks", type=int, default=1, help="chunks of num_envs motions to play (0: all)")
+    memory.add_argument("--num_threads", type=int, default=None)
     train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=6)
@@ -60,6 +66,11 @@ def run_extra_verb(argv: List[str]) -> int:
         return 0
     from phc_lightning import bench as benchmarks
 
+    if ns.action == "eval_memory":
+        from phc_lightning.bench_eval import bench_eval_memory
+
+        bench_eval_memory(ns.motions, ns.frames, ns.num_envs, ns.chunks or None, ns.num_threads)
+        return 0
     if ns.action == "env":
         benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads, ns.backend)
     elif ns.action == "train":

@@ -219,3 +219,12 @@ def test_streaming_sums_equal_the_whole_trajectory_errors() -> None:
         for name in ERROR_NAMES:
             assert int(stream.frames[name][i]) == whole[name].numel(), (name, i)
             torch.testing.assert_close(stream.sums[name][i].float(), whole[name].sum(), rtol=1e-5, atol=1e-3)
+    # the metric takes those sums and gives what it gives for the whole trajectories
+    success = torch.tensor([True, False, True])
+    from_sums, from_trajectories = MotionTrackingMetrics(), MotionTrackingMetrics()
+    from_sums.update(None, None, success, sums=stream.sums, frames=stream.frames)
+    for i, n in enumerate(lengths):
+        from_trajectories.update(preds[i][:n], gts[i][:n], success=bool(success[i]))
+    out_s, out_t = from_sums.compute(), from_trajectories.compute()
+    for key in out_t:
+        torch.testing.assert_close(out_s[key], out_t[key], rtol=1e-5, atol=1e-3, equal_nan=True)

@@ -229,17 +229,25 @@ class MotionLibrary:
         self.frame_start = torch.cumsum(self.num_frames, 0) - self.num_frames
         self.sampling_weights = torch.full((self.num_motions,), 1.0 / self.num_motions, device=self.device)
 
-        parts: Dict[str, List[Tensor]] = {name: [] for name in _FRAME_FIELDS}
+        # Chunks are written into buffers of the final size: no second copy of every frame at the end.
+        total = int(self.num_frames.sum())
+        buffers: Dict[str, Tensor] = {}
+        offset = 0
         for group in _chunk_motions(motions, _CHUNK_FRAMES):
             frames = self._frames_of(group, fix_height)
+            if not buffers:
+                buffers = {name: frames[name].new_empty((total,) + tuple(frames[name].shape[1:]))
+                           for name in _FRAME_FIELDS}
+            count = frames["body_pos"].shape[0]
             for name in _FRAME_FIELDS:
-                parts[name].append(frames[name])
-        self.body_pos = torch.cat(parts["body_pos"])
-        self.body_rot = torch.cat(parts["body_rot"])
-        self.body_vel = torch.cat(parts["body_vel"])
-        self.body_angvel = torch.cat(parts["body_angvel"])
-        self.dof_pos = torch.cat(parts["dof_pos"])
-        self.dof_vel = torch.cat(parts["dof_vel"])
+                buffers[name][offset : offset + count] = frames[name]
+            offset += count
+        self.body_pos = buffers["body_pos"]
+        self.body_rot = buffers["body_rot"]
+        self.body_vel = buffers["body_vel"]
+        self.body_angvel = buffers["body_angvel"]
+        self.dof_pos = buffers["dof_pos"]
+        self.dof_vel = buffers["dof_vel"]
 
     def _frames_of(self, motions: Sequence[RawMotion], fix_height: bool) -> Dict[str, Tensor]:
         """Per-frame buffers for a group of motions, computed on the library's device in float32."""
