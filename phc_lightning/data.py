@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any, Dict, Optional
 
 import lightning as L
+import torch
 from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
@@ -41,7 +42,11 @@ class PHCDataModule(L.LightningDataModule):
 
     Args:
         motion_file: motions to imitate (`.npz` native or PHC `.pkl`); default: the bundled synthetic motions.
-        backend: physics backend name (``mujoco`` = MuJoCo on CPU).
+        backend: physics backend name: ``mujoco`` (MuJoCo on CPU) or ``mujoco_warp`` (MuJoCo Warp, one world per
+            env; needs the ``[warp]`` extra).
+        device: where the physics, the motion library, the task tensors, the rollout buffer and its minibatches live
+            (``cpu``, ``cuda``, ``cuda:1``); null: the backend's own default (CPU for ``mujoco``, CUDA when present
+            for ``mujoco_warp``). On the trainer's GPU, batches never leave it.
         num_envs: parallel simulated humanoids.
         num_threads: physics threads (default: all cores).
         horizon: env steps per env per PPO iteration.
@@ -64,6 +69,7 @@ class PHCDataModule(L.LightningDataModule):
         self,
         motion_file: Optional[str] = None,
         backend: str = "mujoco",
+        device: Optional[str] = None,
         num_envs: PositiveInt = 256,
         num_threads: Optional[PositiveInt] = None,
         horizon: PositiveInt = 32,
@@ -97,14 +103,25 @@ class PHCDataModule(L.LightningDataModule):
         if self.env is not None:
             return
         hp = self.hparams
+        if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
+            # TF32 tensor-core matmuls for the (up to 2048-wide) networks: several times faster than full fp32,
+            # and PPO's noisy gradients do not need the last mantissa bits (puffer-phc and Isaac Lab do the same).
+            torch.set_float32_matmul_precision("high")
+        try:
+            # the physics first: its device (the backend's default when none is given) is everyone's device
+            sim = make_backend(hp.backend, hp.num_envs, device=hp.device, num_threads=hp.num_threads)
+        except ValueError as err:  # a backend name or device the config got wrong
+            raise ConfigError(f"data: {err}") from err
         try:
             self.motions = MotionLibrary(
-                self.motion_file, device="cpu", velocity_smoothing=hp.velocity_smoothing, max_dof_vel=hp.max_dof_vel
+                self.motion_file, device=sim.device, velocity_smoothing=hp.velocity_smoothing,
+                max_dof_vel=hp.max_dof_vel,
             )
-            sim = make_backend(hp.backend, hp.num_envs, device="cpu", num_threads=hp.num_threads)
         except MotionFileError:
+            sim.close()
             raise
-        except ValueError as err:  # a backend name the config got wrong
+        except ValueError as err:
+            sim.close()
             raise ConfigError(f"data: {err}") from err
         self.env = HumanoidTracking(sim, self.motions, self.task, seed=derive_seed(hp.seed, "env"))
         self.rollout = RolloutDataset(

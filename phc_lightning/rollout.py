@@ -8,7 +8,6 @@ Load it with ``DataLoader(dataset, batch_size=None, num_workers=0)``: the envs l
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
@@ -16,7 +15,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from phc_lightning.ppo import compute_gae
-from phc_lightning.task.env import HumanoidTracking
+from phc_lightning.task.env import HumanoidTracking, StepResult
 
 Tensor = torch.Tensor
 
@@ -262,14 +261,18 @@ class RolloutDataset(IterableDataset):
 
     @torch.no_grad()
     def collect(self, module: RolloutPolicy) -> RolloutBuffer:
-        """Step every env ``horizon`` times with stochastic actions from ``module`` (no grad, eval mode)."""
+        """Step every env ``horizon`` times with stochastic actions from ``module`` (no grad, eval mode).
+
+        Nothing in the loop reads a tensor's value on the host: on a GPU every such read would wait for the step's
+        kernels, so the statistics are accumulated where the env lives and read once at the end.
+        """
         env = self.env
         if self.next_obs is None:
             self.next_obs = env.reset()
         rng = self._actions_rng(module.device)
         buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
-        stats = EpochStats()
-        term_sums: Dict[str, float] = defaultdict(float)
+        stats = _DeviceStats(self.next_obs.device)
+        finals: List[Tuple[int, Tensor, Tensor, Tensor]] = []  # (t, finished envs, which truncated, final obs)
         was_training = module.training
         module.eval()
         for t in range(self.horizon):
@@ -286,33 +289,92 @@ class RolloutDataset(IterableDataset):
             buf.rewards[t] = result.reward
             buf.terminated[t] = result.terminated
             buf.truncated[t] = result.truncated & ~result.terminated
-            # V(s_{t+1}) of the same episode: at truncations the value of the final observation (only those rows
-            # need a critic pass); elsewhere it is filled from the next step's values below.
-            # An env the backend had to reset has no meaningful final observation: bootstrap from V(s_t), the
-            # last sane one.
+            # V(s_{t+1}) of the same episode: at truncations V(final observation), evaluated after the loop from
+            # the finished envs' final observations kept here; 0 at terminations; elsewhere the next step's value
+            # (below). An env the backend had to reset has no meaningful final observation: bootstrap from V(s_t),
+            # the last sane one.
             unstable = result.info["unstable"].to(obs.device)
-            ended = result.truncated & ~result.terminated & ~unstable
-            if bool(ended.any()):
-                buf.next_values[t, ended] = module.get_value(result.final_obs[ended].to(module.device)).to(obs.device)
-            buf.next_values[t, unstable] = values[unstable]
-            stats.num_unstable += int(unstable.sum())
+            buf.next_values[t] = torch.where(unstable, values, buf.next_values[t])
+            done_ids = result.info["done_env_ids"].to(obs.device)
+            if done_ids.numel():  # a shape the env already knows: no device sync
+                ended = (result.truncated & ~result.terminated & ~unstable)[done_ids]
+                finals.append((t, done_ids, ended, result.final_obs[done_ids]))
+            stats.add(result, unstable)
             self.next_obs = result.obs
-            for key, val in result.info.items():
-                if key.startswith("rewards/"):
-                    term_sums[key[len("rewards/") :]] += float(val.mean())
-            if "episode_return" in result.info and result.info["episode_return"].numel():
-                stats.episode_returns.extend(result.info["episode_return"].tolist())
-                stats.episode_lengths.extend(result.info["episode_length"].float().tolist())
-            stats.num_terminated += int(result.terminated.sum())
-            stats.num_truncated += int((result.truncated & ~result.terminated).sum())
+        self._bootstrap_truncations(module, buf, finals)
         # Non-final steps bootstrap from the value the policy computed at t+1; the last from the current obs.
         done = buf.terminated | buf.truncated
         last_value = module.get_value(self.next_obs.to(module.device)).to(self.next_obs.device)
         following = torch.cat([buf.values[1:], last_value.unsqueeze(0)])
         buf.next_values = torch.where(done, buf.next_values, following)
-        buf.next_values[buf.terminated] = 0.0
+        buf.next_values.masked_fill_(buf.terminated, 0.0)
         module.train(was_training)
-        stats.env_steps = self.horizon * env.num_envs
-        stats.reward_terms = {k: v / self.horizon for k, v in term_sums.items()}
-        self.stats = stats
+        self.stats = stats.read(self.horizon, env.num_envs)
         return buf
+
+    @staticmethod
+    def _bootstrap_truncations(
+        module: RolloutPolicy, buf: RolloutBuffer, finals: List[Tuple[int, Tensor, Tensor, Tensor]]
+    ) -> None:
+        """``next_values[t]`` = V(final observation) of the envs whose motion ended at step ``t``.
+
+        Which of a step's finished envs were truncated is read once for the whole iteration (one host copy), and
+        the critic then sees exactly the rows, in the order, of a per-step ``final_obs[truncated]`` pass, so the
+        values are bit for bit those of evaluating every step as it happens.
+        """
+        if not finals:
+            return
+        truncated = torch.cat([ended for _, _, ended, _ in finals]).cpu()
+        start = 0
+        for t, done_ids, ended, final_obs in finals:
+            rows = truncated[start : start + ended.numel()].nonzero().flatten()
+            start += ended.numel()
+            if rows.numel():
+                rows = rows.to(final_obs.device)
+                values = module.get_value(final_obs[rows].to(module.device))
+                buf.next_values[t, done_ids[rows]] = values.to(buf.next_values.device)
+
+
+class _DeviceStats:
+    """:class:`EpochStats` of one collection, accumulated on the env's device and read with one host copy.
+
+    The values equal what per-step ``float()`` / ``.tolist()`` reads would give: term means are summed in float64
+    in step order, episode returns and lengths are kept as tensors and summed on the host in the same order.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.counts = torch.zeros(3, dtype=torch.long, device=device)  # unstable, terminated, truncated
+        self.term_sums: Dict[str, Tensor] = {}
+        self.returns: List[Tensor] = []
+        self.lengths: List[Tensor] = []
+
+    def add(self, result: StepResult, unstable: Tensor) -> None:
+        """Count one env step's outcomes."""
+        for key, val in result.info.items():
+            if key.startswith("rewards/"):
+                name = key[len("rewards/") :]
+                mean = val.mean().double()
+                self.term_sums[name] = self.term_sums[name] + mean if name in self.term_sums else mean
+        if "episode_return" in result.info and result.info["episode_return"].numel():  # a shape: no sync
+            self.returns.append(result.info["episode_return"])
+            self.lengths.append(result.info["episode_length"])
+        truncated = result.truncated & ~result.terminated
+        self.counts += torch.stack([unstable.sum(), result.terminated.sum(), truncated.sum()])
+
+    def read(self, horizon: int, num_envs: int) -> EpochStats:
+        """Everything in one device-to-host copy; reward terms averaged over the ``horizon`` steps."""
+        names = list(self.term_sums)
+        parts = [self.counts.double()] + [self.term_sums[name].reshape(1) for name in names]
+        parts += [torch.cat(self.returns).double(), torch.cat(self.lengths).double()] if self.returns else []
+        host = torch.cat(parts).tolist()
+        num_episodes = sum(r.numel() for r in self.returns)
+        terms_end = 3 + len(names)
+        return EpochStats(
+            env_steps=horizon * num_envs,
+            episode_returns=host[terms_end : terms_end + num_episodes],
+            episode_lengths=host[terms_end + num_episodes :],
+            num_unstable=int(host[0]),
+            num_terminated=int(host[1]),
+            num_truncated=int(host[2]),
+            reward_terms={name: total / horizon for name, total in zip(names, host[3:terms_end])},
+        )

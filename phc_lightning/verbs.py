@@ -38,7 +38,10 @@ def run_extra_verb(argv: List[str]) -> int:
     memory.add_argument("--num_envs", type=int, default=64)
     memory.add_argument("--chunks", type=int, default=1, help="chunks of num_envs motions to play (0: all)")
     memory.add_argument("--num_threads", type=int, default=None)
-    train = bench_verbs.add_parser("train", help="training SPS vs env-only SPS of the same config")
+    train = bench_verbs.add_parser(
+        "train", help="training SPS vs env-only SPS of the same config, and where an iteration's time goes",
+        description="Any other --model.* / --data.* flag is passed to the config, e.g. --data.backend mujoco_warp.",
+    )
     train.add_argument("--config", required=True)
     train.add_argument("--epochs", type=int, default=6)
     learn = bench_verbs.add_parser(
@@ -55,7 +58,7 @@ def run_extra_verb(argv: List[str]) -> int:
     learn.add_argument("--print_every", type=int, default=5, help="print a curve row every N iterations")
     learn.add_argument("--out", default="runs/bench_learn.json", help="JSON summary path")
     ns, overrides = parser.parse_known_args(argv)
-    if overrides and not (ns.verb == "bench" and ns.action == "learn"):
+    if overrides and not (ns.verb == "bench" and ns.action in ("learn", "train")):
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if ns.verb in PIPELINE_VERBS or (ns.verb == "motions" and ns.action != "info"):
         return run_pipeline_verb(ns)
@@ -74,7 +77,7 @@ def run_extra_verb(argv: List[str]) -> int:
     if ns.action == "env":
         benchmarks.bench_env(ns.num_envs, ns.steps, ns.repeats, ns.num_threads, ns.backend)
     elif ns.action == "train":
-        benchmarks.bench_train(ns.config, ns.epochs)
+        benchmarks.bench_train(ns.config, ns.epochs, overrides)
     else:
         from phc_lightning.bench_learn import bench_learn
 

@@ -6,11 +6,13 @@
 #   scripts/gpu_check.sh run     on the device machine (carry .whl): install them, then
 #                                1. the backend contract suite on CUDA (Warp kernels compile for the GPU here),
 #                                2. phc bench env --backend warp at 4096 envs (env-only SPS, physics vs task split),
-#                                3. a 4-minute phc fit of configs/phc_gpu.yaml (end-to-end SPS, episode length).
-#   Logs land in $OUT (or runs/gpu_check) as contract.log, bench_env.log, fit.log.
+#                                3. phc bench train of configs/phc_gpu.yaml (training SPS; physics, task, policy
+#                                   forward and update shares of an iteration),
+#                                4. a 3-minute phc fit of configs/phc_gpu.yaml (end-to-end SPS, episode length).
+#   Logs land in $OUT (or runs/gpu_check) as contract.log, bench_env.log, bench_train.log, fit.log.
+#   The timeouts add up to < 600 s, one device command.
 #
-# The fit only exercises Warp once the data module builds the backend and the motion library on the GPU
-# (data.backend: mujoco_warp with a CUDA device); until then it measures the CPU MuJoCo backend.
+# configs/phc_gpu.yaml runs MuJoCo Warp on the GPU with the motion library, task tensors and rollout on it too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,13 +41,16 @@ python3 -c 'import torch, warp, mujoco_warp; print("torch", torch.__version__, "
 
 # 1. contract suite on CUDA: first Warp compile for the GPU included (~1-2 min)
 start=$(date +%s)
-timeout 180 python3 -m pytest -q tests/test_backend_contract.py --durations=5 2>&1 | tee "$out/contract.log"
+timeout 150 python3 -m pytest -q tests/test_backend_contract.py --durations=5 2>&1 | tee "$out/contract.log"
 echo "contract suite: $(( $(date +%s) - start )) s" | tee -a "$out/contract.log"
 
 # 2. env-only SPS at puffer-phc scale
-timeout 120 phc bench env --backend warp --num_envs 1024 4096 --steps 60 --repeats 3 2>&1 | tee "$out/bench_env.log"
+timeout 90 phc bench env --backend warp --num_envs 1024 4096 --steps 60 --repeats 2 2>&1 | tee "$out/bench_env.log"
 
-# 3. end-to-end: 4 minutes of training of the GPU config (the trainer stops itself at max_time)
-timeout 300 phc fit --config configs/phc_gpu.yaml --trainer.max_time 00:00:04:00 \
+# 3. training SPS and where an iteration's time goes (the first of the 4 iterations is not measured)
+timeout 90 phc bench train --config configs/phc_gpu.yaml --epochs 4 2>&1 | tee "$out/bench_train.log"
+
+# 4. end-to-end: 3 minutes of training of the GPU config (the trainer stops itself at max_time)
+timeout 240 phc fit --config configs/phc_gpu.yaml --trainer.max_time 00:00:03:00 \
   --trainer.default_root_dir "$out/fit" 2>&1 | tee "$out/fit.log"
 echo "done"

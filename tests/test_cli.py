@@ -37,6 +37,11 @@ def test_smoke_fit_then_validate_on_its_checkpoint(tmp_path: Path) -> None:
     assert last.is_file()
     # the run directory holds everything of the run
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.csv").is_file()
+    # the final evaluation reaches the logger (at the final env step) and the dashboard
+    logged = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    final_steps = max(int(r["step"]) for r in logged)
+    assert [r for r in logged if r.get("eval/success_rate") and int(r["step"]) == final_steps]
+    assert "final eval | success" in fit.stdout
     # the final evaluation of fit wrote its files
     assert list((tmp_path / "runs" / "smoke").rglob("final_motions.csv"))
 

@@ -179,3 +179,47 @@ def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tm
     later = [kl for epoch, idx, kl in kls if idx > 0]
     assert len(firsts) == 3 and all(kl == 0.0 for kl in firsts)  # stored log-probs are the training policy's
     assert all(kl > 0.0 for kl in later)
+
+
+def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step(monkeypatch) -> None:
+    """On a GPU every host read of a tensor (``float``, ``bool``, ``.tolist()``, a boolean-mask index) waits for the
+    queued kernels. Collection's own reads (the env's are the env's business) must not grow with the horizon."""
+    dataset, _ = make_dataset()
+    env = dataset.env
+    dataset.next_obs = env.reset()
+    reads: List[str] = []
+    inside_env = [False]
+
+    def counted(name: str):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            mask_index = name in ("__getitem__", "__setitem__") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for i in (args[0] if isinstance(args[0], tuple) else (args[0],))
+            )
+            if not inside_env[0] and (mask_index or name not in ("__getitem__", "__setitem__")):
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    real_step = env.step
+
+    def step_outside_the_count(targets: torch.Tensor):
+        inside_env[0] = True
+        try:
+            return real_step(targets)
+        finally:
+            inside_env[0] = False
+
+    env.step = step_outside_the_count
+    names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__getitem__", "__setitem__")
+    for name in names:
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    dataset.collect(dataset.get_policy())
+    monkeypatch.undo()
+    assert dataset.stats.episode_returns, "expected finished episodes inside the horizon"
+    # one read of the statistics, one of which finished envs were truncated
+    assert len(reads) <= 2, reads
+    env.close()
