@@ -81,8 +81,12 @@ class PHCCheckpoint(ModelCheckpoint):
         """Ctrl-C or a crash: save what we have as ``interrupted.ckpt`` rather than lose the interval.
 
         Not before training started: an error while setting up or restoring (say, a resume with other data
-        settings) has nothing worth saving.
+        settings) has nothing worth saving. Not with several processes either: saving gathers every rank's data
+        state, and a rank that failed (or was killed) would never join, so the others would hang; ``last.ckpt``
+        of the last epoch boundary is kept.
         """
+        if trainer.world_size > 1:
+            return
         if self.dirpath is not None and getattr(self, "_training_started", False):
             self._save_named(trainer, INTERRUPTED_NAME)
 

@@ -54,7 +54,7 @@ class EvalStats(L.Callback):
         summary, rows = pl_module.eval_results()
         tag = "validate" if trainer.state.fn == "validate" else f"epoch{trainer.current_epoch:05d}"
         self.write(trainer, summary, rows, tag)
-        if trainer.state.fn == "validate":
+        if trainer.state.fn == "validate" and trainer.is_global_zero:
             self.print_table(summary, tag)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -74,13 +74,14 @@ class EvalStats(L.Callback):
         trainer.callback_metrics.update({k: torch.tensor(float(v)) for k, v in metrics.items()})
         trainer.callback_metrics["eval/final"] = torch.tensor(1.0)
         self.write(trainer, summary, rows, "final")
-        self.print_table(summary, "final")
+        if trainer.is_global_zero:
+            self.print_table(summary, "final")
 
     def write(self, trainer: L.Trainer, summary: Dict[str, float], rows: List[Dict[str, Any]], tag: str) -> None:
         """``<tag>_motions.csv`` (key, frames, frames played, success, mpjpe) and ``<tag>_summary.json``."""
+        out = self._out_dir(trainer)  # trainer.log_dir is a broadcast with several processes: every rank asks
         if trainer.global_rank != 0:
             return
-        out = self._out_dir(trainer)
         os.makedirs(out, exist_ok=True)
         motions = trainer.datamodule.motions
         csv_path = os.path.join(out, f"{tag}_motions.csv")

@@ -19,6 +19,10 @@ class MotionResampling(L.Callback):
     (``soft``: ∝ cumulative failures, uniform while nothing failed; ``hard``: uniform over the last failures;
     ``decay``: failed → 1, successful × decay, floor 1/M). Then the envs are reset on their new motions.
 
+    With several processes the failures come from the gathered evaluation (every motion once overall), so the
+    weights are the same on every rank; the draw RNG is the same too: each rank draws the ids of all ranks' envs
+    and keeps its own slice, so the ranks train on different motions and rank 0's saved RNG resumes them all.
+
     Args:
         every_n_epochs: resampling interval in epochs.
         mode: ``soft``, ``hard`` or ``decay``.
@@ -76,7 +80,8 @@ class MotionResampling(L.Callback):
         """Apply the current weights and move every env to a freshly drawn motion; returns the new ids."""
         dm = trainer.datamodule
         dm.motions.set_sampling_weights(self.sampler.weights())
-        ids = dm.motions.sample_motions(dm.env.num_envs, generator=self.generator)
+        n, rank, world = dm.env.num_envs, trainer.global_rank, trainer.world_size
+        ids = dm.motions.sample_motions(n * world, generator=self.generator)[rank * n : (rank + 1) * n]
         dm.env.assign_motions(ids)
         dm.rollout.next_obs = None  # the next iteration starts from the new motions' reset states
         return ids

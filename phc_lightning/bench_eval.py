@@ -1,15 +1,19 @@
 """``phc bench eval_memory``: memory of the PHC evaluation on a large motion set.
 
-Builds ``num_motions`` motions of ``frames`` frames each (the bundled ``stand`` looped), plays them with the
-evaluation rollout (deterministic, every motion once, full length: a failure distance no motion reaches), and
-reports the process memory: after the motion library is built, and the peak while playing. Evaluation errors are
-summed frame by frame as motions play, so the peak while playing does not grow with motion length; the motion
-library itself holds every frame (about 1.8 kB per frame on the CPU).
+Builds ``num_motions`` motions of ``frames`` frames each (the bundled ``stand`` looped), plays them as ``phc validate``
+does (deterministic, every motion once, full length: here with a failure distance no motion reaches), and reports
+the process memory: after the motions are loaded, and the peak while playing. As in ``phc validate``, the motions are
+held as loaded (an ``index_only`` library) and per-frame buffers are built for one chunk of ``num_envs`` motions at a
+time; evaluation errors are summed frame by frame as motions play. So memory grows with neither the number of
+motions beyond their raw frames nor the motions' length beyond one chunk.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import resource
+import tempfile
 import threading
 import time
 from typing import Dict, List, Optional
@@ -21,8 +25,8 @@ import torch
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.module import PHCModule
 from phc_lightning.motion import BUNDLED_MOTIONS
-from phc_lightning.motion.formats import RawMotion, load_motion_file
-from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.motion.formats import RawMotion, load_motion_file, save_motions_npz
+from phc_lightning.motion.library import MotionLibrary, release_freed_heap
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
@@ -32,11 +36,11 @@ GIB = 1024.0**3
 
 def long_motions(num_motions: int, frames: int) -> List[RawMotion]:
     """``num_motions`` copies of the bundled ``stand`` looped to ``frames`` frames (its pose is the same at both ends,
-    so the loop is seamless)."""
+    so the loop is seamless). Each motion has arrays of its own, as motions read from a file do."""
     stand = next(m for m in load_motion_file(BUNDLED_MOTIONS) if m.key == "stand")
     index = np.arange(frames) % stand.num_frames
-    root_pos, global_rot = stand.root_pos[index], stand.global_rot[index]
-    return [RawMotion(f"stand_{i:05d}", stand.fps, root_pos, global_rot) for i in range(num_motions)]
+    return [RawMotion(f"stand_{i:05d}", stand.fps, stand.root_pos[index], stand.global_rot[index])
+            for i in range(num_motions)]
 
 
 class _PeakRSS:
@@ -70,14 +74,19 @@ def bench_eval_memory(
 ) -> Dict[str, float]:
     """Play ``chunks`` chunks of ``num_envs`` motions (None: all) and print/return the memory figures in GiB."""
     process = psutil.Process()
-    start_rss = process.memory_info().rss
-    motions = long_motions(num_motions, frames)
-    library = MotionLibrary(motions)
-    del motions
+    with tempfile.TemporaryDirectory() as tmp:
+        # Through a file, as `phc validate --data.motion_file` reads one.
+        path = os.path.join(tmp, "long_motions.npz")
+        save_motions_npz(path, long_motions(num_motions, frames))
+        gc.collect()
+        release_freed_heap()  # the generated motions are gone: start from what a fresh `phc validate` holds
+        start_rss = process.memory_info().rss
+        library = MotionLibrary(path, index_only=True)
     library_rss = process.memory_info().rss
     # A failure distance no motion reaches: every motion plays its full length.
     task = TaskConfig(eval_failure_distance=1e3, termination_distance=1e3)
-    env = HumanoidTracking(make_backend("mujoco", num_envs, num_threads=num_threads), library, task)
+    first = library.subset(range(min(num_envs, num_motions)))
+    env = HumanoidTracking(make_backend("mujoco", num_envs, num_threads=num_threads), first, task)
     module = PHCModule(obs_dim=env.obs_dim, residual_actions=True, action_scale=0.5, dof_action_scale={},
                        actor_hidden=[64], critic_hidden=[64])
     module.eval()
@@ -85,7 +94,7 @@ def bench_eval_memory(
     started = time.perf_counter()
     with _PeakRSS() as peak, torch.no_grad():
         module.on_validation_epoch_start()
-        for index, chunk in enumerate(EvalDataset(env, lambda: module, zero_actions=True)):
+        for index, chunk in enumerate(EvalDataset(env, lambda: module, zero_actions=True, motions=library)):
             module.validation_step(chunk)
             played += chunk["motion_ids"].numel()
             steps = max(steps, int(chunk["lengths"].max()))

@@ -21,7 +21,7 @@ from phc_lightning.data import PHCDataModule
 from phc_lightning.errors import ConfigError
 from phc_lightning.module import PHCModule
 from phc_lightning.motion.formats import MotionFileError
-from phc_lightning.run_dir import point_loggers_at, resolve_run
+from phc_lightning.run_dir import point_loggers_at, resolve_process_run
 from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
 from phc_lightning.verbs import EXTRA_VERBS, run_extra_verb
 
@@ -86,8 +86,8 @@ class PHCCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:  # first the run directory, which also turns `--ckpt_path last` into that run's file
             config = self.config[subcommand]
-            layout = resolve_run(config.trainer.default_root_dir or "runs", config.run_name, config.ckpt_path,
-                                 fitting=subcommand == "fit")
+            layout = resolve_process_run(config.trainer.default_root_dir or "runs", config.run_name,
+                                         config.ckpt_path, fitting=subcommand == "fit")
             config.trainer.default_root_dir = layout.run_dir
             config.ckpt_path = layout.ckpt_path
         model = self.config[subcommand].get("model") if subcommand else None
@@ -129,6 +129,9 @@ def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
 # Lightning notices that are expected with this design (an exact-length IterableDataset for evaluation).
 warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+# Several processes: the per-iteration and evaluation logs are merged across ranks before they are logged
+# (phc_lightning.distributed), so they are the same on every rank; only the minibatch losses need sync_dist.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def main(args: Optional[List[str]] = None) -> None:

@@ -7,7 +7,7 @@ evaluation trajectories (validation).
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import lightning as L
 import torch
@@ -20,6 +20,7 @@ from jsonargparse.typing import (
 )
 from torch.utils.data import DataLoader
 
+from phc_lightning import distributed
 from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.motion import BUNDLED_MOTIONS
@@ -47,14 +48,15 @@ class PHCDataModule(L.LightningDataModule):
         device: where the physics, the motion library, the task tensors, the rollout buffer and its minibatches live
             (``cpu``, ``cuda``, ``cuda:1``); null: the backend's own default (CPU for ``mujoco``, CUDA when present
             for ``mujoco_warp``). On the trainer's GPU, batches never leave it.
-        num_envs: parallel simulated humanoids.
+        num_envs: parallel simulated humanoids of each process (with ``--trainer.devices N --trainer.num_nodes M``
+            every one of the N*M processes runs ``num_envs`` envs of its own, as rsl_rl does).
         num_threads: physics threads (default: all cores).
         horizon: env steps per env per PPO iteration.
         update_epochs: passes over each iteration's batch.
         num_minibatches: minibatches per pass.
         gamma: discount factor.
         gae_lambda: GAE lambda.
-        total_timesteps: env steps after which training stops.
+        total_timesteps: env steps (of all processes together) after which training stops.
         task: reward weights and sharpness, termination and evaluation-failure distances, power penalty
             (``--data.task.w_pos 0.6``; a ``task:`` block in YAML).
         velocity_smoothing: Gaussian sigma in frames over central-difference reference velocities, as PHC (2);
@@ -113,17 +115,23 @@ class PHCDataModule(L.LightningDataModule):
         except ValueError as err:  # a backend name or device the config got wrong
             raise ConfigError(f"data: {err}") from err
         try:
+            # Validation alone plays the motions chunk by chunk (EvalDataset), so it holds them as loaded and
+            # builds per-frame buffers for one chunk at a time: AMASS-sized sets fit in memory.
             self.motions = MotionLibrary(
                 self.motion_file, device=sim.device, velocity_smoothing=hp.velocity_smoothing,
-                max_dof_vel=hp.max_dof_vel,
+                max_dof_vel=hp.max_dof_vel, index_only=stage == "validate",
             )
+            env_motions = self.motions
+            if self.motions.index_only:
+                env_motions = self.motions.subset(range(min(hp.num_envs, self.motions.num_motions)))
         except MotionFileError:
             sim.close()
             raise
         except ValueError as err:
             sim.close()
             raise ConfigError(f"data: {err}") from err
-        self.env = HumanoidTracking(sim, self.motions, self.task, seed=derive_seed(hp.seed, "env"))
+        rank, world = self._rank_and_world()
+        self.env = HumanoidTracking(sim, env_motions, self.task, seed=derive_seed(hp.seed, "env", rank))
         self.rollout = RolloutDataset(
             self.env,
             get_policy=lambda: self.trainer.lightning_module,
@@ -133,16 +141,26 @@ class PHCDataModule(L.LightningDataModule):
             gamma=hp.gamma,
             gae_lambda=hp.gae_lambda,
             total_timesteps=hp.total_timesteps,
-            seed=derive_seed(hp.seed, "rollout"),
+            seed=derive_seed(hp.seed, "rollout", rank),
+            world_size=world,
         )
+
+    def _rank_and_world(self) -> Tuple[int, int]:
+        """This process's global rank and the number of processes (``0, 1`` without a trainer)."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         """One pass = one PPO iteration; ``batch_size=None`` because the dataset yields whole minibatches."""
         return DataLoader(self.rollout, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
-        """Evaluation: every motion once, full length, deterministic actions, in chunks of ``num_envs``."""
-        dataset = EvalDataset(self.env, get_module=lambda: self.trainer.lightning_module, on_done=self._after_eval)
+        """Evaluation: every motion once, full length, deterministic actions, in chunks of ``num_envs``; with
+        several processes each plays its share of the motions (every motion once overall)."""
+        rank, world = self._rank_and_world()
+        dataset = EvalDataset(self.env, get_module=lambda: self.trainer.lightning_module, on_done=self._after_eval,
+                              rank=rank, world_size=world, motions=self.motions)
         return DataLoader(dataset, batch_size=None, num_workers=0)
 
     def _after_eval(self) -> None:
@@ -158,14 +176,22 @@ class PHCDataModule(L.LightningDataModule):
 
     def state_dict(self) -> Dict[str, Any]:
         """What exact resume needs from the data side: env episodes and physics, the rollout's RNGs and counters,
-        the motion sampling weights. Lightning stores it in every checkpoint, whichever callback writes it."""
+        the motion sampling weights. Lightning stores it in every checkpoint, whichever callback writes it.
+
+        With several processes every rank's state is gathered (Lightning calls this on every rank, rank 0 writes):
+        ``{"world_size": W, "ranks": [state of rank 0, ...]}``, so a resumed W-process run continues exactly.
+        """
         if self.env is None:
             return {}
-        return {
+        state = {
             "env": self.env.state_dict(),
             "rollout": self.rollout.state_dict(),
             "motion_weights": self.motions.sampling_weights.cpu().clone(),
         }
+        world = self._rank_and_world()[1]
+        if world == 1:
+            return state
+        return {"world_size": world, "ranks": distributed.gather_objects(distributed.to_cpu(state))}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (Lightning calls this on resume, after :meth:`setup`)."""
@@ -173,6 +199,16 @@ class PHCDataModule(L.LightningDataModule):
             return
         if self.trainer is not None and self.trainer.state.fn != "fit":
             return  # validation starts every motion from t=0 and needs none of the training episodes
+        rank, world = self._rank_and_world()
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world:
+            raise ConfigError(
+                f"--ckpt_path: the checkpoint's run trained with {saved_world} process(es), this one has {world} "
+                "(trainer.devices x trainer.num_nodes); resume with the same, or warm-start a new run with "
+                "--model.init_from"
+            )
+        if "ranks" in state:
+            state = state["ranks"][rank]
         saved_motions = state["motion_weights"].numel()
         if saved_motions != self.motions.num_motions or state["env"]["obs"].shape[0] != self.env.num_envs:
             raise ConfigError(

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from phc_lightning.eval_metrics import ERROR_NAMES, StreamingErrors
+from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking
 
 Tensor = torch.Tensor
@@ -84,6 +85,11 @@ class EvalDataset(IterableDataset):
         get_module: returns the current policy module.
         on_done: called after the pass (e.g. so the training rollout restarts from fresh resets).
         zero_actions: play the zero-action baseline under the module's action interface instead of its policy.
+        rank: this process's global rank; it plays motions ``rank, rank + world_size, ...``.
+        world_size: processes sharing the evaluation (each motion is played once overall).
+        motions: the motions to evaluate (default: the env's own). An ``index_only`` library is played chunk by
+            chunk, each chunk's motions built as a small library of their own and handed to the env for the
+            chunk, so memory holds one chunk of motions at a time however large the set is.
     """
 
     def __init__(
@@ -92,12 +98,18 @@ class EvalDataset(IterableDataset):
         get_module: Callable[[], torch.nn.Module],
         on_done: Optional[Callable[[], None]] = None,
         zero_actions: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        motions: Optional[MotionLibrary] = None,
     ) -> None:
         super().__init__()
         self.env = env
         self.get_module = get_module
         self.on_done = on_done
         self.zero_actions = zero_actions
+        self.rank = rank
+        self.world_size = world_size
+        self.motions = motions
 
     # No __len__ on purpose: Lightning then runs the generator to StopIteration, so the clean-up below happens at
     # a fixed point of the loop instead of whenever the abandoned generator is garbage-collected.
@@ -105,13 +117,21 @@ class EvalDataset(IterableDataset):
         module = self.get_module()
         # Evaluation leaves no trace on training: every episode, the physics and the RNG are put back afterwards,
         # so a run's training trajectory does not depend on when it was evaluated.
-        saved = self.env.state_dict()
+        saved, own_motions = self.env.state_dict(), self.env.motions
+        source = self.motions if self.motions is not None else own_motions
         self.env.set_eval(True)
         try:
-            all_ids = torch.arange(self.env.motions.num_motions)
+            all_ids = torch.arange(source.num_motions)[self.rank :: self.world_size]
             for chunk in all_ids.split(self.env.num_envs):
-                yield play_motions(self.env, module, chunk, self.zero_actions)
+                if not source.index_only:
+                    yield play_motions(self.env, module, chunk, self.zero_actions)
+                    continue
+                self.env.motions = source.subset(chunk.tolist())
+                result = play_motions(self.env, module, torch.arange(chunk.numel()), self.zero_actions)
+                result["motion_ids"] = chunk  # ids of the evaluated set, not of the chunk's library
+                yield result
         finally:
+            self.env.motions = own_motions
             self.env.load_state_dict(saved)
             if self.on_done is not None:
                 self.on_done()

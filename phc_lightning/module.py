@@ -25,7 +25,7 @@ import torch
 from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import nn
 
-from phc_lightning import ppo, skeleton
+from phc_lightning import distributed, ppo, skeleton
 from phc_lightning.networks import ActorCritic, RunningNorm
 from phc_lightning.rollout import ITERATION_KEY
 from phc_lightning.task.actions import ActionInterface, check_action_interface
@@ -52,7 +52,6 @@ LOSS_KEYS = (
 
 DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
-
 
 
 class PHCModule(TrackingEvaluation, L.LightningModule):
@@ -199,10 +198,11 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         return self.policy.actor(self._normalize(obs))
 
     def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
-        """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]``."""
-        self.obs_norm.update(obs)
+        """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]`` (of every
+        rank when several processes train, so all of them normalize identically)."""
+        distributed.update_norm_across_ranks(self.obs_norm, obs)
         if self.value_norm is not None:
-            self.value_norm.update(returns.reshape(-1, 1))
+            distributed.update_norm_across_ranks(self.value_norm, returns.reshape(-1, 1))
 
     def normalize_value(self, values: Tensor) -> Tensor:
         """Return-unit values ``[B]`` to the critic's units (identity without ``normalize_value``)."""
@@ -300,13 +300,16 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         opt = self.optimizers()
         losses = self.compute_losses(batch)
         self.manual_backward(losses["loss"])
-        grad_norm = self._grad_norm()  # before clipping, so the log shows how often the clip bites
+        # before clipping, so the log shows how often the clip bites
+        grad_norm = ppo.grad_norm(self.policy.parameters(), self.device)
         if self.hparams.max_grad_norm > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
         opt.step()
         opt.zero_grad()
 
-        self.last_approx_kl = float(losses["approx_kl"])
+        # the mean over ranks: every rank must take the same early stop (a rank that skips while another steps would
+        # hang DDP's all-reduce) and LRAnnealing must set the same lr everywhere
+        self.last_approx_kl = distributed.mean_across_ranks(float(losses["approx_kl"]))
         self._minibatches_trained += 1
         self._learn_end = time.perf_counter()
         if self.hparams.target_kl is not None and self.last_approx_kl > self.hparams.target_kl:
@@ -314,16 +317,8 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
         logs["losses/grad_norm"] = grad_norm
         logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
-        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0])
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0], sync_dist=True)
         return losses["loss"].detach()
-
-    @torch.no_grad()
-    def _grad_norm(self) -> Tensor:
-        """Global L2 norm of the policy gradients (the quantity ``clip_grad_norm_`` clips)."""
-        norms = [torch.linalg.vector_norm(p.grad) for p in self.policy.parameters() if p.grad is not None]
-        if not norms:
-            return torch.zeros((), device=self.device)
-        return torch.linalg.vector_norm(torch.stack(norms))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups.
@@ -388,6 +383,7 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         logs["charts/env_steps"] = float(self.env_steps)
         logs["charts/update_fraction"] = self._minibatches_trained / max(self.trainer.num_training_batches, 1)
         self.last_iteration = {"env_steps": int(summary["env_steps"]), "collect_time": collect, "learn_time": learn}
+        logs = distributed.mean_logs_across_ranks(logs)  # keys may differ by rank: no per-key sync_dist
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
         self.log_env_step()
         if summary["stop"]:

@@ -65,15 +65,25 @@ class RunningNorm(nn.Module):
         Raises:
             ValueError: wrong last dimension or non-finite values (they would poison the statistics forever).
         """
+        x = self.check_batch(x)
+        if x.shape[0] == 0:
+            return
+        batch_var, batch_mean = torch.var_mean(x, dim=0, correction=0)
+        self.merge(x.shape[0], batch_mean, batch_var)
+
+    def check_batch(self, x: Tensor) -> Tensor:
+        """``x [..., D]`` as ``[B, D]`` in the buffers' dtype; raises on a wrong size or non-finite values."""
         if x.shape[-1] != self.dim:
             raise ValueError(f"RunningNorm.update: expected last dim {self.dim}, got shape {tuple(x.shape)}")
         x = x.reshape(-1, self.dim).to(self.mean.dtype)
-        if x.shape[0] == 0:
-            return
-        if not bool(torch.isfinite(x).all()):
+        if x.shape[0] and not bool(torch.isfinite(x).all()):
             raise ValueError("RunningNorm.update: observations contain NaN or inf")
-        batch_var, batch_mean = torch.var_mean(x, dim=0, correction=0)
-        batch_count = x.shape[0]
+        return x
+
+    @torch.no_grad()
+    def merge(self, batch_count: int, batch_mean: Tensor, batch_var: Tensor) -> None:
+        """Merge a ``(count, mean [D], population var [D])`` summary (of one batch, or of every rank's batches
+        combined, see :mod:`phc_lightning.distributed`) into the running statistics."""
         total = self.count + batch_count
         w_batch = batch_count / total  # float32 tensor on the buffers' device, no host sync
         w_old = 1.0 - w_batch

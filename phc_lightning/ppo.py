@@ -172,3 +172,13 @@ def explained_variance(y_pred: Tensor, y_true: Tensor) -> Tensor:
     var_true = y_true.var(correction=0)
     ratio = (y_true - y_pred).var(correction=0) / var_true
     return torch.where(var_true == 0, torch.full_like(ratio, float("nan")), 1.0 - ratio)
+
+
+@torch.no_grad()
+def grad_norm(params: Iterable[Tensor], device: torch.device) -> Tensor:
+    """Global L2 norm of the gradients of ``params`` (the quantity ``clip_grad_norm_`` clips); 0 on ``device``
+    when none has a gradient."""
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    if not norms:
+        return torch.zeros((), device=device)
+    return torch.linalg.vector_norm(torch.stack(norms))

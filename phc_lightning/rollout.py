@@ -152,6 +152,8 @@ class RolloutDataset(IterableDataset):
         gae_lambda: GAE lambda.
         total_timesteps: the iteration that reaches this many env steps tells the learner to stop.
         seed: seeds the action sampling and the minibatch shuffling.
+        world_size: processes collecting alike (Lightning DDP, each with its own ``num_envs`` envs): the env-step
+            count, ``total_timesteps`` and the summary's ``env_steps`` count all of them.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class RolloutDataset(IterableDataset):
         gae_lambda: float,
         total_timesteps: Optional[int] = None,
         seed: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         batch = horizon * env.num_envs
@@ -181,6 +184,7 @@ class RolloutDataset(IterableDataset):
         self.gamma = gamma
         self.gae_lambda = gae_lambda
         self.total_timesteps = total_timesteps
+        self.world_size = world_size
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
@@ -213,7 +217,7 @@ class RolloutDataset(IterableDataset):
             "advantages": advantages.flatten(),
             "returns": returns.flatten(),
         }
-        steps = self.horizon * self.env.num_envs
+        steps = self.horizon * self.env.num_envs * self.world_size  # every rank collects as many as this one
         self.env_steps += steps
         self.stats.collect_time = time.perf_counter() - start
         stats = self.stats.as_log_dict()

@@ -11,10 +11,17 @@ Layout under ``--trainer.default_root_dir ROOT`` (``runs`` by default)::
 ``<run>`` is ``--run_name`` or the next free ``version_N``, claimed atomically, so two runs started in one
 folder never share a directory. A resumed run (``--ckpt_path last`` or a checkpoint inside a run) writes into
 the run it continues: the same TensorBoard/CSV directory, the same W&B run id.
+
+Several processes (Lightning DDP): only the first one claims a directory. Lightning's launcher starts the other
+processes of a machine by re-running the command, after the first one resolved its run (:func:`resolve_process_run`
+hands the layout down in the environment). Processes started by torchrun, SLURM or on other nodes resolve alone and
+claim nothing; Lightning broadcasts rank 0's log and checkpoint folders to them, and ``--run_name`` makes every
+process agree from the start.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -27,6 +34,9 @@ from phc_lightning.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_run_id"
+LAYOUT_ENV = "PHC_RUN_LAYOUT"
+"""Environment variable through which the first process hands its :class:`RunLayout` to the processes it launches."""
+_RANK_ENVS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
 _DEFAULT_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 _LIGHTNING_CSV = ("lightning.pytorch.loggers.CSVLogger", "lightning.pytorch.loggers.csv_logs.CSVLogger")
 
@@ -40,7 +50,28 @@ class RunLayout:
     resumed: bool
 
 
-def resolve_run(root: str, run_name: Optional[str], ckpt_path: Optional[str], fitting: bool) -> RunLayout:
+def is_first_process() -> bool:
+    """False in a process a distributed launcher started as other than global rank 0 (read from the environment:
+    the process group does not exist yet when the CLI resolves the run)."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in _RANK_ENVS)
+
+
+def resolve_process_run(root: str, run_name: Optional[str], ckpt_path: Optional[str], fitting: bool) -> RunLayout:
+    """:func:`resolve_run` for this process: the first process resolves (and claims) and publishes the layout in
+    ``PHC_RUN_LAYOUT`` for the processes Lightning launches from it; the others take it from there, or, started by
+    another launcher, resolve without claiming a directory."""
+    if is_first_process():
+        layout = resolve_run(root, run_name, ckpt_path, fitting)
+        os.environ[LAYOUT_ENV] = json.dumps([layout.run_dir, layout.ckpt_path, layout.resumed])
+        return layout
+    if LAYOUT_ENV in os.environ:
+        run_dir, ckpt, resumed = json.loads(os.environ[LAYOUT_ENV])
+        return RunLayout(run_dir, ckpt, resumed)
+    return resolve_run(root, run_name, ckpt_path, fitting, claim=False)
+
+
+def resolve_run(root: str, run_name: Optional[str], ckpt_path: Optional[str], fitting: bool,
+                claim: bool = True) -> RunLayout:
     """Pick the run directory of this invocation.
 
     Args:
@@ -49,6 +80,7 @@ def resolve_run(root: str, run_name: Optional[str], ckpt_path: Optional[str], fi
         ckpt_path: ``--ckpt_path``: None, ``"last"`` (the newest ``last.ckpt`` under ``root``, or of
             ``run_name``), or a file.
         fitting: ``phc fit`` (a new run must not reuse a directory that holds checkpoints).
+        claim: create the directory of a new run (False: only name the next free one; a secondary process).
 
     Raises:
         ConfigError: ``last`` with no checkpoint to find, a missing checkpoint file, or ``--run_name`` of a run
@@ -65,12 +97,13 @@ def resolve_run(root: str, run_name: Optional[str], ckpt_path: Optional[str], fi
             return RunLayout(str(path.parent.parent), str(path), True)
     if run_name is not None:
         run_dir = Path(root) / run_name
-        if fitting and ckpt_path is None and any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+        if claim and fitting and ckpt_path is None and any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
             raise ConfigError(f"--run_name {run_name}: {run_dir} already holds a run's checkpoints; continue it with "
                               "--ckpt_path last, or choose another --run_name")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if claim:
+            run_dir.mkdir(parents=True, exist_ok=True)
         return RunLayout(str(run_dir), ckpt_path, False)
-    return RunLayout(_claim_new_run(Path(root)), ckpt_path, False)
+    return RunLayout(_claim_new_run(Path(root)) if claim else _next_free_run(Path(root)), ckpt_path, False)
 
 
 def _find_last(root: str, run_name: Optional[str]) -> Path:
@@ -83,10 +116,18 @@ def _find_last(root: str, run_name: Optional[str]) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
+def _next_index(root: Path) -> int:
+    taken = [int(p.name[len("version_"):]) for p in root.glob("version_*") if p.name[len("version_"):].isdigit()]
+    return max(taken, default=-1) + 1
+
+
+def _next_free_run(root: Path) -> str:
+    return str(root / f"version_{_next_index(root)}")
+
+
 def _claim_new_run(root: Path) -> str:
     root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[len("version_"):]) for p in root.glob("version_*") if p.name[len("version_"):].isdigit()]
-    index = max(taken, default=-1) + 1
+    index = _next_index(root)
     while True:
         run_dir = root / f"version_{index}"
         try:

@@ -20,8 +20,12 @@ def run_seed() -> int:
     return int(seed) if seed is not None else int(torch.initial_seed() % 2**31)
 
 
-def derive_seed(explicit: Optional[int], stream: str) -> int:
-    """``explicit`` when the user set one; otherwise a seed for ``stream`` derived from :func:`run_seed`."""
-    if explicit is not None:
-        return int(explicit)
-    return (run_seed() * 1_000_003 + zlib.crc32(stream.encode())) % 2**31
+def derive_seed(explicit: Optional[int], stream: str, rank: int = 0) -> int:
+    """``explicit`` when the user set one; otherwise a seed for ``stream`` derived from :func:`run_seed`.
+
+    ``rank``: the process's global rank when several train one policy (Lightning DDP): each rank's envs and noise
+    get their own seed (offset by ``rank``), so the ranks do not collect the same episodes; rank 0 gets the seed
+    of a single-process run.
+    """
+    base = int(explicit) if explicit is not None else (run_seed() * 1_000_003 + zlib.crc32(stream.encode())) % 2**31
+    return (base + rank * 7_919) % 2**31 if rank else base

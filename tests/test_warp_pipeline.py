@@ -54,7 +54,9 @@ def test_motions_env_and_minibatches_live_on_the_backends_device(backend: str) -
 @pytest.mark.parametrize("device, precision", [("cpu", "highest"), ("cuda", "high")])
 def test_networks_get_tf32_matmuls_only_when_the_trainer_runs_on_cuda(device: str, precision: str) -> None:
     dm = PHCDataModule(num_envs=1, num_threads=1, horizon=2, update_epochs=1, num_minibatches=1)
-    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))  # only what setup reads
+    # only what setup reads
+    strategy = SimpleNamespace(root_device=torch.device(device))
+    dm.trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1)
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:

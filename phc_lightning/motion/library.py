@@ -26,6 +26,8 @@ angles are ill-conditioned and their rates explode although the joint turns slow
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -172,6 +174,14 @@ def smooth_over_time(x: Tensor, first: Tensor, last: Tensor, sigma: float) -> Te
     return out
 
 
+def release_freed_heap() -> None:
+    """Return freed heap memory to the operating system (glibc ``malloc_trim``; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class MotionLibrary:
     """All reference motions on one device, with weighted sampling and interpolated state lookup.
 
@@ -183,6 +193,11 @@ class MotionLibrary:
             (2); 0: raw forward differences, unsmoothed.
         max_dof_vel: bound on ``|dof_vel|`` in rad/s against Euler-rate blow-ups near 90 degree flexion; None: no
             clamp.
+        index_only: keep the motions as loaded (root positions and rotations, ~0.4 kB a frame) and build no
+            per-frame buffers (~2 kB a frame); :meth:`subset` then builds full libraries of a few motions at a time.
+            For evaluating motion sets too large to hold whole (``phc validate``): such a library cannot be
+            stepped or sampled itself.
+        chunk_frames: frames of the motion groups whose buffers are computed at once (bounds temporary memory).
 
     Attributes:
         num_motions: ``M``.
@@ -206,6 +221,8 @@ class MotionLibrary:
         fix_height: bool = True,
         velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
         max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
+        index_only: bool = False,
+        chunk_frames: int = _CHUNK_FRAMES,
     ) -> None:
         if not (math.isfinite(velocity_smoothing) and velocity_smoothing >= 0):
             raise ConfigError(f"velocity_smoothing must be a finite number >= 0, got {velocity_smoothing}")
@@ -228,12 +245,22 @@ class MotionLibrary:
         self.lengths = (self.num_frames - 1).to(torch.float32) / self.fps
         self.frame_start = torch.cumsum(self.num_frames, 0) - self.num_frames
         self.sampling_weights = torch.full((self.num_motions,), 1.0 / self.num_motions, device=self.device)
+        self.fix_height = fix_height
+        self.index_only = index_only
+        self._raw: Optional[List[RawMotion]] = motions if index_only else None
+        if index_only:
+            # Validation copied every array of the file; the originals are garbage now. glibc keeps freed heap
+            # pages unless asked, and for an AMASS-sized set that would double what the motions cost.
+            del motion_file
+            gc.collect()
+            release_freed_heap()
+            return
 
         # Chunks are written into buffers of the final size: no second copy of every frame at the end.
         total = int(self.num_frames.sum())
         buffers: Dict[str, Tensor] = {}
         offset = 0
-        for group in _chunk_motions(motions, _CHUNK_FRAMES):
+        for group in _chunk_motions(motions, chunk_frames):
             frames = self._frames_of(group, fix_height)
             if not buffers:
                 buffers = {name: frames[name].new_empty((total,) + tuple(frames[name].shape[1:]))
@@ -264,7 +291,17 @@ class MotionLibrary:
     @property
     def total_frames(self) -> int:
         """Number of frames over all motions."""
-        return int(self.body_pos.shape[0])
+        return int(self.num_frames.sum())
+
+    def subset(self, motion_ids: Sequence[int]) -> MotionLibrary:
+        """A full library of the given motions (ids of this library, in that order) with the same options; needs an
+        ``index_only`` library, which keeps the motions as loaded."""
+        if self._raw is None:
+            raise ValueError("MotionLibrary.subset needs a library built with index_only=True")
+        # Smaller FK groups than a training library's: their temporaries, not the chunk's frames, would dominate.
+        return MotionLibrary([self._raw[int(i)] for i in motion_ids], device=self.device, fix_height=self.fix_height,
+                             velocity_smoothing=self.velocity_smoothing, max_dof_vel=self.max_dof_vel,
+                             chunk_frames=_CHUNK_FRAMES >> 3)
 
     def set_sampling_weights(self, weights: Tensor) -> None:
         """Replace the sampling weights (need not sum to 1).
