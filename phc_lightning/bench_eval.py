@@ -85,7 +85,7 @@ def bench_eval_memory(
     library_rss = process.memory_info().rss
     # A failure distance no motion reaches: every motion plays its full length.
     task = TaskConfig(eval_failure_distance=1e3, termination_distance=1e3)
-    first = library.subset(range(min(num_envs, num_motions)))
+    first = library.subset([0])  # as phc validate: evaluation brings each chunk's motions
     env = HumanoidTracking(make_backend("mujoco", num_envs, num_threads=num_threads), first, task)
     module = PHCModule(obs_dim=env.obs_dim, residual_actions=True, action_scale=0.5, dof_action_scale={},
                        actor_hidden=[64], critic_hidden=[64])

@@ -122,8 +122,8 @@ class PHCDataModule(L.LightningDataModule):
                 max_dof_vel=hp.max_dof_vel, index_only=stage == "validate",
             )
             env_motions = self.motions
-            if self.motions.index_only:
-                env_motions = self.motions.subset(range(min(hp.num_envs, self.motions.num_motions)))
+            if self.motions.index_only:  # the env needs motions to start with; evaluation brings its own chunks
+                env_motions = self.motions.subset([0])
         except MotionFileError:
             sim.close()
             raise

@@ -126,6 +126,7 @@ class EvalDataset(IterableDataset):
                 if not source.index_only:
                     yield play_motions(self.env, module, chunk, self.zero_actions)
                     continue
+                self.env.motions = own_motions  # the previous chunk's buffers go before the next are built
                 self.env.motions = source.subset(chunk.tolist())
                 result = play_motions(self.env, module, torch.arange(chunk.numel()), self.zero_actions)
                 result["motion_ids"] = chunk  # ids of the evaluated set, not of the chunk's library
