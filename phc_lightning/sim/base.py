@@ -29,7 +29,24 @@ from typing import Dict
 
 import torch
 
+from phc_lightning import skeleton
+
 Tensor = torch.Tensor
+
+
+def check_state_shapes(
+    num: int, root_pos: Tensor, root_rot: Tensor, root_vel: Tensor, root_angvel: Tensor, dof_pos: Tensor,
+    dof_vel: Tensor,
+) -> None:
+    """Raise ValueError unless the :meth:`PhysicsBackend.set_state` arguments have ``num`` rows of their widths."""
+    expected = {
+        "root_pos": (root_pos, 3), "root_rot": (root_rot, 4), "root_vel": (root_vel, 3),
+        "root_angvel": (root_angvel, 3), "dof_pos": (dof_pos, skeleton.NUM_DOFS),
+        "dof_vel": (dof_vel, skeleton.NUM_DOFS),
+    }  # fmt: skip
+    for name, (value, width) in expected.items():
+        if tuple(value.shape) != (num, width):
+            raise ValueError(f"set_state: {name} must have shape ({num}, {width}), got {tuple(value.shape)}")
 
 
 @dataclass

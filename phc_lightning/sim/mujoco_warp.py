@@ -29,7 +29,7 @@ from typing import Callable, Dict, Optional, Union
 import torch
 
 from phc_lightning import skeleton
-from phc_lightning.sim.base import PhysicsBackend, SimState
+from phc_lightning.sim.base import PhysicsBackend, SimState, check_state_shapes
 from phc_lightning.sim.mujoco_convert import body_state_from_derived, generalized_from_root
 from phc_lightning.sim.mujoco_cpu import MAX_QVEL, MAX_ROOT_DIST, load_model
 
@@ -192,14 +192,7 @@ class MujocoWarpBackend(PhysicsBackend):
         """Overwrite the full state of envs ``env_ids``; shapes and frames as in :class:`PhysicsBackend`."""
         ids = env_ids.detach().to(self.device, torch.long).reshape(-1)
         m = ids.numel()
-        expected = {
-            "root_pos": (root_pos, 3), "root_rot": (root_rot, 4), "root_vel": (root_vel, 3),
-            "root_angvel": (root_angvel, 3), "dof_pos": (dof_pos, skeleton.NUM_DOFS),
-            "dof_vel": (dof_vel, skeleton.NUM_DOFS),
-        }  # fmt: skip
-        for name, (value, width) in expected.items():
-            if tuple(value.shape) != (m, width):
-                raise ValueError(f"set_state: {name} must have shape ({m}, {width}), got {tuple(value.shape)}")
+        check_state_shapes(m, root_pos, root_rot, root_vel, root_angvel, dof_pos, dof_vel)
         if m == 0:
             return
         ordered = ids.sort().values
