@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from phc_lightning.module import PHCModule
 from phc_lightning.motion.library import MotionLibrary
@@ -181,7 +182,7 @@ def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tm
     assert all(kl > 0.0 for kl in later)
 
 
-def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step(monkeypatch) -> None:
+def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step() -> None:
     """On a GPU every host read of a tensor (``float``, ``bool``, ``.tolist()``, a boolean-mask index) waits for the
     queued kernels. Collection's own reads (the env's are the env's business) must not grow with the horizon."""
     dataset, _ = make_dataset()
@@ -189,20 +190,20 @@ def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step(m
     dataset.next_obs = env.reset()
     reads: List[str] = []
     inside_env = [False]
+    host_reads = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"}
 
-    def counted(name: str):
-        original = getattr(torch.Tensor, name)
+    class CountReads(TorchFunctionMode):
+        """Sees every tensor method call (patching torch.Tensor's dunders instead would corrupt its type slots)."""
 
-        def wrapper(self, *args, **kwargs):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+            name = getattr(func, "__name__", "")
             mask_index = name in ("__getitem__", "__setitem__") and any(
                 isinstance(i, torch.Tensor) and i.dtype == torch.bool
-                for i in (args[0] if isinstance(args[0], tuple) else (args[0],))
+                for i in (args[1] if isinstance(args[1], tuple) else (args[1],))
             )
-            if not inside_env[0] and (mask_index or name not in ("__getitem__", "__setitem__")):
+            if not inside_env[0] and (mask_index or name in host_reads):
                 reads.append(name)
-            return original(self, *args, **kwargs)
-
-        return wrapper
+            return func(*args, **(kwargs or {}))
 
     real_step = env.step
 
@@ -214,11 +215,8 @@ def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step(m
             inside_env[0] = False
 
     env.step = step_outside_the_count
-    names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__getitem__", "__setitem__")
-    for name in names:
-        monkeypatch.setattr(torch.Tensor, name, counted(name))
-    dataset.collect(dataset.get_policy())
-    monkeypatch.undo()
+    with CountReads():
+        dataset.collect(dataset.get_policy())
     assert dataset.stats.episode_returns, "expected finished episodes inside the horizon"
     # one read of the statistics, one of which finished envs were truncated
     assert len(reads) <= 2, reads
