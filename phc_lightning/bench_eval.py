@@ -11,6 +11,7 @@ motions beyond their raw frames nor the motions' length beyond one chunk.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import resource
 import tempfile
@@ -41,6 +42,10 @@ def long_motions(num_motions: int, frames: int) -> List[RawMotion]:
     index = np.arange(frames) % stand.num_frames
     return [RawMotion(f"stand_{i:05d}", stand.fps, stand.root_pos[index], stand.global_rot[index])
             for i in range(num_motions)]
+
+
+def _write_long_motions(path: str, num_motions: int, frames: int) -> None:
+    save_motions_npz(path, long_motions(num_motions, frames))
 
 
 class _PeakRSS:
@@ -75,11 +80,18 @@ def bench_eval_memory(
     """Play ``chunks`` chunks of ``num_envs`` motions (None: all) and print/return the memory figures in GiB."""
     process = psutil.Process()
     with tempfile.TemporaryDirectory() as tmp:
-        # Through a file, as `phc validate --data.motion_file` reads one.
+        # Through a file, as `phc validate --data.motion_file` reads one. A child process writes it, so that this
+        # process's peak is that of a `phc validate` reading the file, not of the benchmark generating it.
         path = os.path.join(tmp, "long_motions.npz")
-        save_motions_npz(path, long_motions(num_motions, frames))
+        writer = multiprocessing.get_context("fork").Process(
+            target=_write_long_motions, args=(path, num_motions, frames)
+        )
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            raise RuntimeError(f"writing the benchmark motions failed (exit code {writer.exitcode})")
         gc.collect()
-        release_freed_heap()  # the generated motions are gone: start from what a fresh `phc validate` holds
+        release_freed_heap()
         start_rss = process.memory_info().rss
         library = MotionLibrary(path, index_only=True)
     library_rss = process.memory_info().rss

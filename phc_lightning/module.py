@@ -26,8 +26,8 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import nn
 
 from phc_lightning import distributed, ppo, skeleton
+from phc_lightning.iteration_hooks import IterationHooks
 from phc_lightning.networks import ActorCritic, RunningNorm
-from phc_lightning.rollout import ITERATION_KEY
 from phc_lightning.task.actions import ActionInterface, check_action_interface
 from phc_lightning.tracking_eval import TrackingEvaluation
 from phc_lightning.warm_start import load_policy_weights
@@ -54,7 +54,7 @@ DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
 
 
-class PHCModule(TrackingEvaluation, L.LightningModule):
+class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
     """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
 
     def __init__(
@@ -150,11 +150,7 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         self._init_evaluation()
         self.last_approx_kl: float = float("nan")
         """approx_kl of the most recent optimizer step (NaN for a skipped minibatch); ``LRAnnealing`` adapts to it."""
-        self._iteration: Optional[Dict[str, Any]] = None
-        self._iteration_start = self._learn_end = 0.0
-        self._minibatches_trained = 0
-        self._kl_stopped = False
-        self.last_iteration: Dict[str, float] = {}  # steps, collect and learn seconds of the last iteration
+        self._init_iteration()
 
     # ------------------------------------------------------------------ acting (called by the rollout)
 
@@ -337,59 +333,3 @@ class PHCModule(TrackingEvaluation, L.LightningModule):
         """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
         PD targets)."""
         check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
-
-    # ------------------------------------------------------------------ one iteration (the rollout's summary)
-
-    def on_train_batch_start(self, batch: Dict[str, Any], batch_idx: int) -> None:
-        """The first minibatch of an iteration carries the rollout's summary: count its env steps now, so hooks
-        of the next epoch and the logs see the steps collected so far."""
-        summary = batch.pop(ITERATION_KEY, None)
-        if summary is None:
-            if batch_idx == 0:
-                raise RuntimeError(
-                    "PHCModule: the epoch's first minibatch carries no rollout summary (batch key 'iteration'), so "
-                    "the observation normalizer would never learn; train it with PHCDataModule (phc_lightning."
-                    "rollout) or a data source that adds rollout.iteration_summary(...) to each iteration's first "
-                    "minibatch"
-                )
-            return
-        self._iteration = summary
-        self._iteration_start = self._learn_end = time.perf_counter()
-        self._minibatches_trained = 0
-        self._kl_stopped = False
-        self.env_steps += int(summary["env_steps"])
-
-    def on_train_batch_end(self, outputs: Any, batch: Dict[str, Any], batch_idx: int) -> None:
-        """Close the iteration after its last minibatch: before the epoch-end evaluation and any checkpoint."""
-        if batch_idx + 1 == self.trainer.num_training_batches:
-            self._close_iteration()
-
-    def on_train_epoch_end(self) -> None:  # a data source without a length: close the iteration here
-        self._close_iteration()
-
-    def _close_iteration(self) -> None:
-        """Normalizers learn from the iteration's data (only now, so collection and update saw the same
-        normalization), then log what the rollout saw and how the time was split, against env steps."""
-        summary, self._iteration = self._iteration, None
-        if summary is None:
-            return
-        self.update_normalizers(summary["obs"], summary["returns"])
-        logs = dict(summary["stats"])
-        collect = logs.get("perf/collect_time", 0.0)
-        learn = self._learn_end - self._iteration_start
-        logs["perf/learn_time"] = learn
-        logs["perf/collect_fraction"] = collect / (collect + learn) if collect + learn > 0 else 0.0
-        logs["charts/SPS"] = summary["env_steps"] / (collect + learn) if collect + learn > 0 else 0.0
-        logs["charts/env_steps"] = float(self.env_steps)
-        logs["charts/update_fraction"] = self._minibatches_trained / max(self.trainer.num_training_batches, 1)
-        self.last_iteration = {"env_steps": int(summary["env_steps"]), "collect_time": collect, "learn_time": learn}
-        logs = distributed.mean_logs_across_ranks(logs)  # keys may differ by rank: no per-key sync_dist
-        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
-        self.log_env_step()
-        if summary["stop"]:
-            self.trainer.should_stop = True
-
-    def log_env_step(self) -> None:
-        """Env steps as the x-axis of what is logged now (Lightning takes a logged ``step`` as the step)."""
-        self.log("step", float(self.env_steps), on_step=False, on_epoch=True, batch_size=1)
-        self.log("epoch", float(self.current_epoch), on_step=False, on_epoch=True, batch_size=1)

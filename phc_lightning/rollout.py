@@ -8,14 +8,15 @@ Load it with ``DataLoader(dataset, batch_size=None, num_workers=0)``: the envs l
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
 
 from phc_lightning.ppo import compute_gae
-from phc_lightning.task.env import HumanoidTracking, StepResult
+from phc_lightning.rollout_stats import DeviceStats, EpochStats
+from phc_lightning.task.env import HumanoidTracking
 
 Tensor = torch.Tensor
 
@@ -65,34 +66,6 @@ class RolloutBuffer:
             truncated=z(horizon, num_envs, dtype=torch.bool),
             next_values=z(horizon, num_envs),
         )
-
-
-@dataclass
-class EpochStats:
-    """What the last collection saw; handed to the learner with the iteration's first minibatch."""
-
-    env_steps: int = 0
-    collect_time: float = 0.0
-    episode_returns: List[float] = field(default_factory=list)
-    episode_lengths: List[float] = field(default_factory=list)
-    num_truncated: int = 0
-    num_terminated: int = 0
-    num_unstable: int = 0
-    reward_terms: Dict[str, float] = field(default_factory=dict)
-
-    def as_log_dict(self) -> Dict[str, float]:
-        """Flat ``charts/*``, ``rewards/*`` scalars and ``perf/collect_time``."""
-        out = {"perf/collect_time": self.collect_time}
-        finished = self.num_truncated + self.num_terminated
-        if self.episode_returns:
-            out["charts/episode_return"] = sum(self.episode_returns) / len(self.episode_returns)
-            out["charts/episode_length"] = sum(self.episode_lengths) / len(self.episode_lengths)
-        if finished:
-            # share of finished episodes that reached the end of their motion rather than failing
-            out["charts/truncation_rate"] = self.num_truncated / finished
-        out["charts/unstable_envs"] = float(self.num_unstable)
-        out.update({"rewards/" + k: v for k, v in self.reward_terms.items()})
-        return out
 
 
 class RolloutPolicy(Protocol):
@@ -275,7 +248,7 @@ class RolloutDataset(IterableDataset):
             self.next_obs = env.reset()
         rng = self._actions_rng(module.device)
         buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
-        stats = _DeviceStats(self.next_obs.device)
+        stats = DeviceStats(self.next_obs.device)
         finals: List[Tuple[int, Tensor, Tensor, Tensor]] = []  # (t, finished envs, which truncated, final obs)
         was_training = module.training
         module.eval()
@@ -337,48 +310,3 @@ class RolloutDataset(IterableDataset):
                 rows = rows.to(final_obs.device)
                 values = module.get_value(final_obs[rows].to(module.device))
                 buf.next_values[t, done_ids[rows]] = values.to(buf.next_values.device)
-
-
-class _DeviceStats:
-    """:class:`EpochStats` of one collection, accumulated on the env's device and read with one host copy.
-
-    The values equal what per-step ``float()`` / ``.tolist()`` reads would give: term means are summed in float64
-    in step order, episode returns and lengths are kept as tensors and summed on the host in the same order.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.counts = torch.zeros(3, dtype=torch.long, device=device)  # unstable, terminated, truncated
-        self.term_sums: Dict[str, Tensor] = {}
-        self.returns: List[Tensor] = []
-        self.lengths: List[Tensor] = []
-
-    def add(self, result: StepResult, unstable: Tensor) -> None:
-        """Count one env step's outcomes."""
-        for key, val in result.info.items():
-            if key.startswith("rewards/"):
-                name = key[len("rewards/") :]
-                mean = val.mean().double()
-                self.term_sums[name] = self.term_sums[name] + mean if name in self.term_sums else mean
-        if "episode_return" in result.info and result.info["episode_return"].numel():  # a shape: no sync
-            self.returns.append(result.info["episode_return"])
-            self.lengths.append(result.info["episode_length"])
-        truncated = result.truncated & ~result.terminated
-        self.counts += torch.stack([unstable.sum(), result.terminated.sum(), truncated.sum()])
-
-    def read(self, horizon: int, num_envs: int) -> EpochStats:
-        """Everything in one device-to-host copy; reward terms averaged over the ``horizon`` steps."""
-        names = list(self.term_sums)
-        parts = [self.counts.double()] + [self.term_sums[name].reshape(1) for name in names]
-        parts += [torch.cat(self.returns).double(), torch.cat(self.lengths).double()] if self.returns else []
-        host = torch.cat(parts).tolist()
-        num_episodes = sum(r.numel() for r in self.returns)
-        terms_end = 3 + len(names)
-        return EpochStats(
-            env_steps=horizon * num_envs,
-            episode_returns=host[terms_end : terms_end + num_episodes],
-            episode_lengths=host[terms_end + num_episodes :],
-            num_unstable=int(host[0]),
-            num_terminated=int(host[1]),
-            num_truncated=int(host[2]),
-            reward_terms={name: total / horizon for name, total in zip(names, host[3:terms_end])},
-        )

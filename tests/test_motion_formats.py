@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from phc_lightning.motion.formats import MotionFileError, RawMotion, load_motion_file, save_motions_npz
+from phc_lightning.motion.formats import (
+    MotionFileError,
+    RawMotion,
+    load_motion_file,
+    save_motions_npz,
+    validate_motion,
+)
 from phc_lightning.motion.info import motion_info, print_motion_info
 from phc_lightning.motion.pkl import load_phc_pkl, load_pickle_restricted
 
@@ -102,6 +108,25 @@ def test_npz_quaternions_slightly_off_unit_are_renormalized(tmp_path):
     np.savez(path, **arrays)
     norms = np.linalg.norm(load_motion_file(path)[0].global_rot, axis=-1)
     np.testing.assert_allclose(norms, 1.0, atol=1e-6)
+
+
+def test_npz_loader_holds_the_file_arrays_once_with_the_bits_of_a_validated_copy(tmp_path):
+    # A large motion set must not sit in memory twice while loading: motions are views of the arrays read from the
+    # archive, renormalized in place with the same arithmetic as a validated copy.
+    arrays = good_arrays()
+    arrays["global_rot"] = arrays["global_rot"] * 1.01
+    path = tmp_path / "m.npz"
+    np.savez(path, **arrays)
+    walk, run = load_motion_file(path)
+    assert np.shares_memory(walk.global_rot.base, run.global_rot) and np.shares_memory(walk.root_pos.base, run.root_pos)
+    copies = [
+        validate_motion(path, "walk", 30.0, arrays["root_pos"][:5], arrays["global_rot"][:5]),
+        validate_motion(path, "run", 60.0, arrays["root_pos"][5:], arrays["global_rot"][5:]),
+    ]
+    for loaded, copy in zip((walk, run), copies):
+        assert loaded.global_rot.tobytes() == copy.global_rot.tobytes()
+        assert loaded.root_pos.tobytes() == copy.root_pos.tobytes()
+    assert not np.shares_memory(copies[0].global_rot, arrays["global_rot"])  # callers' arrays are never modified
 
 
 def _drop(key: str):

@@ -70,7 +70,9 @@ class RawMotion:
         return int(self.root_pos.shape[0])
 
 
-def validate_motion(path: PathLike, key: str, fps: object, root_pos: object, global_rot: object) -> RawMotion:
+def validate_motion(
+    path: PathLike, key: str, fps: object, root_pos: object, global_rot: object, in_place: bool = False
+) -> RawMotion:
     """Check one motion's fields and return it as a :class:`RawMotion` with float32 arrays and unit quaternions.
 
     Args:
@@ -79,6 +81,8 @@ def validate_motion(path: PathLike, key: str, fps: object, root_pos: object, glo
         fps: frames per second, any real scalar.
         root_pos: array-like ``[T, 3]``.
         global_rot: array-like ``[T, 24, 4]`` xyzw; norms within :data:`QUAT_NORM_TOLERANCE` of 1 are renormalized.
+        in_place: float32 inputs are kept (the motion holds views of them) and ``global_rot`` is renormalized in
+            place: for a loader that owns its arrays, so that a large file is not held twice.
 
     Raises:
         MotionFileError: wrong shape or dtype, non-finite values, fewer than 2 frames, fps <= 0, zero or
@@ -91,8 +95,8 @@ def validate_motion(path: PathLike, key: str, fps: object, root_pos: object, glo
         raise MotionFileError(f"{where}: fps must be a real scalar, got {fps!r}") from e
     if not np.isfinite(fps_value) or fps_value <= 0:
         raise MotionFileError(f"{where}: fps must be finite and > 0, got {fps_value}")
-    pos = _float_array(where, "root_pos", root_pos)
-    rot = _float_array(where, "global_rot", global_rot)
+    pos = _float_array(where, "root_pos", root_pos, copy=not in_place)
+    rot = _float_array(where, "global_rot", global_rot, copy=not in_place)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise MotionFileError(f"{where}: root_pos must have shape [T, 3], got {list(pos.shape)}")
     nb = skeleton.NUM_BODIES
@@ -115,18 +119,23 @@ def validate_motion(path: PathLike, key: str, fps: object, root_pos: object, glo
     worst = float(np.abs(norm - 1.0).max())
     if worst > QUAT_NORM_TOLERANCE:
         raise MotionFileError(f"{where}: global_rot quaternions are not unit length (|norm - 1| up to {worst:.3g})")
-    rot = (rot / norm[..., None]).astype(np.float32)
+    unit = (rot / norm[..., None]).astype(np.float32)
+    if in_place:
+        rot[...] = unit  # the same arithmetic as a copy, so the same bits
+    else:
+        rot = unit
     return RawMotion(key=str(key), fps=fps_value, root_pos=np.ascontiguousarray(pos), global_rot=rot)
 
 
-def _float_array(where: str, name: str, value: object) -> np.ndarray:
-    """``value`` as a float32 array, refusing non-numeric dtypes (strings, objects, bools)."""
+def _float_array(where: str, name: str, value: object, copy: bool = True) -> np.ndarray:
+    """``value`` as a float32 array (a copy unless ``copy`` is False and it already is one), refusing non-numeric
+    dtypes (strings, objects, bools)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise MotionFileError(f"{where}: {name} must be a numeric array, got dtype {arr.dtype}")
-    return arr.astype(np.float32)
+    return arr.astype(np.float32, copy=copy)
 
 
 def save_motions_npz(path: PathLike, motions: Sequence[RawMotion]) -> None:
@@ -254,7 +263,10 @@ def _load_npz(path: Path) -> List[RawMotion]:
         if n < 2:
             raise MotionFileError(f"{path}: motion {str(keys[i])!r}: needs at least 2 frames, got {n}")
         end = start + n
-        motions.append(validate_motion(path, str(keys[i]), fps[i], root_pos[start:end], global_rot[start:end]))
+        # The arrays were just read from the archive and belong to no one else: validate them in place.
+        motions.append(validate_motion(
+            path, str(keys[i]), fps[i], root_pos[start:end], global_rot[start:end], in_place=True
+        ))
         start = end
     return motions
 
