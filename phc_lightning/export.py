@@ -132,6 +132,8 @@ def export_onnx(ckpt_path: str, out: str, tolerance: float = DEFAULT_TOLERANCE, 
     with torch.no_grad(), warnings.catch_warnings():
         # The shape checks of the module become constants of the trace; the batch axis stays dynamic.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # The LSTM's h0/c0 are graph inputs, which is what this batch-size warning asks for.
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*LSTM.*")
         torch.onnx.export(
             policy,
             tuple(example),
