@@ -83,6 +83,7 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
     gen = torch.Generator(device=env.device).manual_seed(0)
     interface = ActionInterface(residual=True)
     obs = env.reset()
+    state = None if policy is None else torch.zeros(env.num_envs, policy.recurrent_state_size, device=env.device)
     _sync(env.device)
     start = time.perf_counter()
     for _ in range(num_steps):
@@ -91,7 +92,7 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
             targets = interface.pd_targets(noise * BENCH_ACTION_STD, env.ref_next_dof_pos)
         else:
             with torch.no_grad():
-                actions, _, _ = policy.act(obs)
+                actions, _, _, state = policy.act_step(obs, state)
                 targets = policy.pd_targets(actions, env.ref_next_dof_pos)
         obs = env.step(targets).obs
     _sync(env.device)
@@ -187,7 +188,7 @@ class _CollectionTimers:
         self.physics = env.backend = _timed_backend(env.backend)
         self.env = _Timed(env, ("step", "reset"), device)
         env.step, env.reset = self.env.step, self.env.reset  # instance attributes: only this env, only this run
-        self.policy = _Timed(module, ("act", "get_value", "pd_targets"), device)
+        self.policy = _Timed(module, ("act", "act_step", "get_value", "pd_targets"), device)
         datamodule.rollout.get_policy = lambda: self.policy
         self.start()
 

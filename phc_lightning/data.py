@@ -65,6 +65,9 @@ class PHCDataModule(L.LightningDataModule):
             None: no clamp.
         seed: seeds the env (RSI times, motion draws), the action noise and the minibatch shuffling; null: derived
             from ``seed_everything``.
+        bptt_horizon: a recurrent policy (``model.recurrent``) trains on whole segments of this many steps, shuffled
+            as segments (must divide ``horizon``; ``num_minibatches`` must divide ``horizon / bptt_horizon *
+            num_envs``); null: the whole horizon. Unused without ``model.recurrent``.
     """
 
     def __init__(
@@ -84,12 +87,15 @@ class PHCDataModule(L.LightningDataModule):
         velocity_smoothing: NonNegativeFloat = DEFAULT_VELOCITY_SMOOTHING,
         max_dof_vel: Optional[PositiveFloat] = DEFAULT_MAX_DOF_VEL,
         seed: Optional[int] = None,
+        bptt_horizon: Optional[PositiveInt] = None,
     ) -> None:
         super().__init__()
         if (horizon * num_envs) % num_minibatches:
             raise ConfigError(
                 f"data.num_minibatches={num_minibatches} must divide horizon*num_envs={horizon * num_envs}"
             )
+        if bptt_horizon is not None and horizon % bptt_horizon:
+            raise ConfigError(f"data.bptt_horizon={bptt_horizon} must divide data.horizon={horizon}")
         # Checkpoints keep plain values only (they load with weights_only=True): the task as a dict.
         self.save_hyperparameters(ignore=["task"])
         self.hparams["task"] = asdict(task)
@@ -143,6 +149,7 @@ class PHCDataModule(L.LightningDataModule):
             total_timesteps=hp.total_timesteps,
             seed=derive_seed(hp.seed, "rollout", rank),
             world_size=world,
+            bptt_horizon=hp.bptt_horizon,
         )
 
     def _rank_and_world(self) -> Tuple[int, int]:

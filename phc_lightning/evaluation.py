@@ -53,12 +53,15 @@ def play_motions(
     lengths = torch.zeros(n, dtype=torch.long, device=env.device)
     errors = StreamingErrors(n, env.device)
     device = next(module.parameters()).device
+    state = torch.zeros(n, module.recurrent_state_size, device=device)  # every motion starts with a blank memory
     for _ in range(max_steps):
         if zero_actions:
             actions = torch.zeros(n, module.action_dim, device=device)
         else:
-            actions, _, _ = module.act(obs.to(device), deterministic=True)
+            actions, _, _, state = module.act_step(obs.to(device), state, deterministic=True)
         result = env.step(module.pd_targets(actions.to(env.device), env.ref_next_dof_pos))
+        # an env that ended was reset (its replays are discarded, but start them afresh as training would)
+        state = state.masked_fill((result.terminated | result.truncated).to(device).unsqueeze(-1), 0.0)
         # finished envs were auto-reset: their later frames do not count
         errors.add(result.info["body_pos"], result.info["ref_body_pos"], active)
         lengths += active.long()

@@ -7,6 +7,9 @@ collecting, :meth:`update_normalizers` after the update, and feeds flat minibatc
 
     batch = {"obs": [B, D], "actions": [B, A], "logprobs": [B], "values": [B], "advantages": [B], "returns": [B]}
 
+A recurrent policy (``recurrent``) gets whole segments instead, time-major, with each segment's start state and
+episode starts (:mod:`phc_lightning.segments`); its memory is carried by the caller through :meth:`act_step`.
+
 ``A`` is the number of controlled hinges (57 with PHC's frozen hands and toes): frozen hinges are not part of the
 action distribution, so they add nothing to log-probs, entropy or the bound loss.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -27,7 +30,8 @@ from torch import nn
 
 from phc_lightning import distributed, ppo, skeleton
 from phc_lightning.iteration_hooks import IterationHooks
-from phc_lightning.networks import ActorCritic, RunningNorm
+from phc_lightning.networks import RunningNorm
+from phc_lightning.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
 from phc_lightning.task.actions import ActionInterface, check_action_interface
 from phc_lightning.tracking_eval import TrackingEvaluation
 from phc_lightning.warm_start import load_policy_weights
@@ -85,6 +89,8 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         normalize_value: bool = False,
         obs_clip: PositiveFloat = 10.0,
         init_from: Optional[str] = None,
+        recurrent: Optional[Literal["actor", "critic", "both"]] = None,
+        lstm_hidden: PositiveInt = 512,
     ) -> None:
         """Build networks and normalizer.
 
@@ -123,6 +129,10 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
             init_from: warm start: copy policy, critic and normalizer weights from this checkpoint (any run with
                 the same network sizes); the L2-to-init anchor is then those weights. Optimizer and counters start
                 fresh (use ``--ckpt_path`` to continue a run instead).
+            recurrent: an LSTM layer in front of the ``actor``, the ``critic`` or ``both`` MLPs (each env's memory
+                is carried by the rollout and reset at its episode boundaries, see :mod:`phc_lightning.recurrent`);
+                null: plain MLPs.
+            lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -132,15 +142,19 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.
         self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
-        self.policy = ActorCritic(
+        self.policy = make_actor_critic(
             obs_dim,
             self.action_dim,
             actor_hidden,
             critic_hidden,
+            recurrent,
+            lstm_hidden,
             layer_norm=layer_norm,
             init_log_std=init_log_std,
             learnable_log_std=learnable_log_std,
         )
+        self.recurrent_state_size: int = int(getattr(self.policy, "state_size", 0))
+        """Width of each env's recurrent state (0: no LSTM), see :meth:`act_step`."""
         self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
         # Buffers (so they follow the device and are saved) named after the policy parameters, '.' -> '__'.
         self.l2_anchor = nn.Module()
@@ -169,17 +183,31 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
             ``(actions [N, A], logprob [N], value [N])``; actions are unclipped (the env clips to [-1, 1]) and
             ``logprob`` is the log-density of exactly those actions, summed over action dimensions.
         """
+        if self.recurrent_state_size:
+            raise ValueError("PHCModule.act: a recurrent policy needs each env's state: call act_step(obs, state)")
         obs_norm = self._normalize(obs)
         dist = self.policy.distribution(obs_norm)
-        if deterministic:
-            actions = dist.mean
-        else:
-            noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
-            actions = dist.mean + dist.stddev * noise
+        actions = _sample(dist, deterministic, generator)
         return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(self.policy.value(obs_norm))
 
-    def get_value(self, obs: Tensor) -> Tensor:
-        """Critic value of raw observations ``[N, obs_dim] -> [N]``, in return units."""
+    def act_step(
+        self, obs: Tensor, state: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`act` that also carries each env's recurrent state ``[N, recurrent_state_size]`` (zeros at an
+        episode's start; ``[N, 0]`` without an LSTM, when this is :meth:`act`) and returns the next one."""
+        if not self.recurrent_state_size:
+            return (*self.act(obs, deterministic, generator), state)
+        state = check_state(state, obs.shape[0], self.recurrent_state_size)
+        dist, values, next_state = self.policy.step(self._normalize(obs), state)
+        actions = _sample(dist, deterministic, generator)
+        return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(values), next_state
+
+    def get_value(self, obs: Tensor, state: Optional[Tensor] = None) -> Tensor:
+        """Critic value of raw observations ``[N, obs_dim] -> [N]``, in return units (a recurrent policy: under
+        each env's ``state``, as in :meth:`act_step`)."""
+        if self.recurrent_state_size:
+            state = check_state(state, obs.shape[0], self.recurrent_state_size)
+            return self._denormalize_value(self.policy.critic_value(self._normalize(obs), state))
         return self._denormalize_value(self.policy.value(self._normalize(obs)))
 
     def pd_targets(self, actions: Tensor, ref_dof_pos: Optional[Tensor] = None) -> Tensor:
@@ -191,6 +219,8 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
 
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic policy ``[N, obs_dim] -> [N, A]`` (the Gaussian mean), for export and inference."""
+        if getattr(self.policy, "actor_memory", None) is not None:
+            raise ValueError("PHCModule.forward: a recurrent actor needs each env's state: call act_step(obs, state)")
         return self.policy.actor(self._normalize(obs))
 
     def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
@@ -246,15 +276,19 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         Returns:
             ``"loss"`` (total, with grad) and the scalar terms of :data:`LOSS_KEYS`.
         """
-        missing = [key for key in BATCH_KEYS if key not in batch]
+        required = BATCH_KEYS + ((STATE_KEY, STARTS_KEY) if self.recurrent_state_size else ())
+        missing = [key for key in required if key not in batch]
         if missing:
             raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
         hp = self.hparams
         obs_norm = self._normalize(batch["obs"])
-        dist = self.policy.distribution(obs_norm)
+        # new_values in critic units: normalized returns when normalize_value
+        if self.recurrent_state_size:  # whole segments, replayed from their stored start states
+            dist, new_values = self.policy.unroll(obs_norm, batch[STATE_KEY], batch[STARTS_KEY])
+        else:
+            dist, new_values = self.policy.distribution(obs_norm), self.policy.value(obs_norm)
         new_logprob = dist.log_prob(batch["actions"]).sum(-1)
         entropy = dist.entropy().sum(-1)
-        new_values = self.policy.value(obs_norm)  # critic units: normalized returns when normalize_value
 
         advantages = batch["advantages"]
         if hp.norm_adv:
@@ -322,7 +356,7 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         The normalizers and the anchor are buffers, never optimized.
         """
         hp = self.hparams
-        critic = list(self.policy.critic.parameters())
+        critic = [p for part in critic_modules(self.policy) for p in part.parameters()]
         critic_ids = {id(p) for p in critic}
         actor = [p for p in self.policy.parameters() if id(p) not in critic_ids]
         critic_lr = hp.learning_rate if hp.critic_learning_rate is None else hp.critic_learning_rate
@@ -333,3 +367,11 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
         PD targets)."""
         check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
+
+
+def _sample(dist: torch.distributions.Normal, deterministic: bool, generator: Optional[torch.Generator]) -> Tensor:
+    """The Gaussian mean, or a sample drawn from ``generator`` (None: the global RNG)."""
+    if deterministic:
+        return dist.mean
+    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+    return dist.mean + dist.stddev * noise

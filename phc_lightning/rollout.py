@@ -1,7 +1,9 @@
 """Rollout collection and the IterableDataset that turns one PPO iteration into one Lightning epoch.
 
 Each pass over :class:`RolloutDataset` collects ``horizon x num_envs`` transitions with the current policy
-(stochastic actions, no grad), computes GAE, and yields ``update_epochs x num_minibatches`` shuffled minibatches.
+(stochastic actions, no grad), computes GAE, and yields ``update_epochs x num_minibatches`` shuffled minibatches
+(of single steps, or of whole ``bptt_horizon``-step segments for a recurrent policy, whose per-env state the
+dataset carries across iterations and zeroes wherever an episode ends or the envs are reset).
 Load it with ``DataLoader(dataset, batch_size=None, num_workers=0)``: the envs live in the main process.
 """
 
@@ -16,6 +18,7 @@ from torch.utils.data import IterableDataset
 
 from phc_lightning.ppo import compute_gae
 from phc_lightning.rollout_stats import DeviceStats, EpochStats
+from phc_lightning.segments import segment_minibatches
 from phc_lightning.task.env import HumanoidTracking
 
 Tensor = torch.Tensor
@@ -37,6 +40,8 @@ class RolloutBuffer:
     ``truncated``       (T, N) bool          motion completed / env reset for stability: bootstrapped
     ``next_values``     (T, N)               V(s_{t+1}); at truncations V(final observation), for an env the
                                              backend had to reset V(s_t); 0 at terminations
+    ``segment_states``  (T/L, N, S)          recurrent state fed to step ``k * L`` (``L = bptt_horizon``;
+                                             ``S = 0`` without an LSTM)
     ==================  ===================  ============================================================
     """
 
@@ -48,6 +53,7 @@ class RolloutBuffer:
     terminated: Tensor
     truncated: Tensor
     next_values: Tensor
+    segment_states: Optional[Tensor] = None
 
     @classmethod
     def empty(cls, horizon: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device) -> RolloutBuffer:
@@ -78,13 +84,17 @@ class RolloutPolicy(Protocol):
     def train(self, mode: bool = True) -> Any:
         """Collection runs the policy in eval mode and restores the mode after."""
 
-    def act(
-        self, obs: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
-    ) -> Tuple[Tensor, Tensor, Tensor]:
-        """``(actions [N, A], logprob [N], value [N])`` of raw observations ``[N, obs_dim]``."""
+    recurrent_state_size: int
+    """Width ``S`` of each env's recurrent state (0: no memory); the rollout carries it and zeroes it at resets."""
 
-    def get_value(self, obs: Tensor) -> Tensor:
-        """Critic value ``[N]`` of raw observations, in return units."""
+    def act_step(
+        self, obs: Tensor, state: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(actions [N, A], logprob [N], value [N], next state [N, S])`` of raw observations ``[N, obs_dim]``
+        and states ``[N, S]``."""
+
+    def get_value(self, obs: Tensor, state: Optional[Tensor] = None) -> Tensor:
+        """Critic value ``[N]`` of raw observations (under states ``[N, S]``), in return units."""
 
     def pd_targets(self, actions: Tensor, ref_dof_pos: Tensor) -> Tensor:
         """PD targets ``[N, 69]`` of actions under the policy's action interface."""
@@ -127,6 +137,8 @@ class RolloutDataset(IterableDataset):
         seed: seeds the action sampling and the minibatch shuffling.
         world_size: processes collecting alike (Lightning DDP, each with its own ``num_envs`` envs): the env-step
             count, ``total_timesteps`` and the summary's ``env_steps`` count all of them.
+        bptt_horizon: a recurrent policy trains on segments of this many steps (must divide ``horizon``; None: the
+            whole horizon); unused by a policy without memory.
     """
 
     def __init__(
@@ -141,8 +153,12 @@ class RolloutDataset(IterableDataset):
         total_timesteps: Optional[int] = None,
         seed: int = 0,
         world_size: int = 1,
+        bptt_horizon: Optional[int] = None,
     ) -> None:
         super().__init__()
+        bptt_horizon = bptt_horizon or horizon
+        if horizon % bptt_horizon:
+            raise ValueError(f"data.bptt_horizon={bptt_horizon} must divide data.horizon={horizon}")
         batch = horizon * env.num_envs
         if batch % num_minibatches:
             raise ValueError(
@@ -158,6 +174,7 @@ class RolloutDataset(IterableDataset):
         self.gae_lambda = gae_lambda
         self.total_timesteps = total_timesteps
         self.world_size = world_size
+        self.bptt_horizon = bptt_horizon
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
@@ -165,6 +182,8 @@ class RolloutDataset(IterableDataset):
         self.action_generator: Optional[torch.Generator] = None
         self._action_rng_state: Optional[Tensor] = None
         self.next_obs: Optional[Tensor] = None
+        self.policy_state: Optional[Tensor] = None
+        """Each env's recurrent state ``[N, S]`` for ``next_obs``; None: zeros (every episode starts afresh)."""
         self.env_steps = 0
         self.stats = EpochStats()
 
@@ -178,6 +197,7 @@ class RolloutDataset(IterableDataset):
         reset_obs = None
         if self.next_obs is None:
             reset_obs = self.next_obs = self.env.reset()
+            self.policy_state = None  # every env restarts, so does its memory
         buf = self.collect(policy)
         advantages, returns = compute_gae(
             buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated, self.gamma, self.gae_lambda
@@ -197,16 +217,27 @@ class RolloutDataset(IterableDataset):
         norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
         stop = self.total_timesteps is not None and self.env_steps >= self.total_timesteps
         summary = iteration_summary(norm_obs, flat["returns"], steps, stop, stats)
+        if policy.recurrent_state_size:
+            data = {k: v.view(self.horizon, self.env.num_envs, *v.shape[1:]) for k, v in flat.items()}
+            minibatches = segment_minibatches(data, buf.segment_states, buf.terminated | buf.truncated,
+                                              self.bptt_horizon, self.num_minibatches, self.update_epochs,
+                                              self.generator)
+        else:
+            minibatches = self._shuffled_steps(flat)
+        for minibatch in minibatches:
+            if summary is not None:
+                minibatch[ITERATION_KEY], summary = summary, None
+            yield minibatch
+
+    def _shuffled_steps(self, flat: Dict[str, Tensor]) -> Iterator[Dict[str, Tensor]]:
+        """Minibatches of single steps shuffled over the whole batch (a policy without memory)."""
         batch_size = flat["values"].numel()
         mb_size = batch_size // self.num_minibatches
         for _ in range(self.update_epochs):
             perm = torch.randperm(batch_size, generator=self.generator).to(flat["values"].device)
             for i in range(self.num_minibatches):
                 mb_inds = perm[i * mb_size : (i + 1) * mb_size]
-                minibatch = {k: v[mb_inds] for k, v in flat.items()}
-                if summary is not None:
-                    minibatch[ITERATION_KEY], summary = summary, None
-                yield minibatch
+                yield {k: v[mb_inds] for k, v in flat.items()}
 
     def _actions_rng(self, device: torch.device) -> torch.Generator:
         if self.action_generator is None or self.action_generator.device != device:
@@ -221,12 +252,15 @@ class RolloutDataset(IterableDataset):
         actions_rng = self._action_rng_state
         if self.action_generator is not None:
             actions_rng = self.action_generator.get_state()
-        return {
+        state = {
             "shuffle_rng": self.generator.get_state(),
             "action_rng": actions_rng,
             "env_steps": self.env_steps,
             "resume_rollout": self.next_obs is not None,
         }
+        if self.policy_state is not None and self.policy_state.numel():
+            state["policy_state"] = self.policy_state.detach().cpu().clone()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the env's own state is restored separately (before this)."""
@@ -235,6 +269,7 @@ class RolloutDataset(IterableDataset):
         self._action_rng_state = state["action_rng"]
         self.env_steps = int(state["env_steps"])
         self.next_obs = self.env.obs if state["resume_rollout"] else None
+        self.policy_state = state.get("policy_state") if state["resume_rollout"] else None
 
     @torch.no_grad()
     def collect(self, module: RolloutPolicy) -> RolloutBuffer:
@@ -246,17 +281,27 @@ class RolloutDataset(IterableDataset):
         env = self.env
         if self.next_obs is None:
             self.next_obs = env.reset()
+            self.policy_state = None
+        state = self.policy_state
+        if state is None:
+            state = torch.zeros(env.num_envs, module.recurrent_state_size, device=module.device)
+        state = state.to(module.device)
+        segment_states = []
         rng = self._actions_rng(module.device)
         buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
         stats = DeviceStats(self.next_obs.device)
-        finals: List[Tuple[int, Tensor, Tensor, Tensor]] = []  # (t, finished envs, which truncated, final obs)
+        # (t, finished envs, which truncated, final obs, recurrent state after the final step)
+        finals: List[Tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
         was_training = module.training
         module.eval()
         for t in range(self.horizon):
             obs = self.next_obs
+            if t % self.bptt_horizon == 0:
+                segment_states.append(state)
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
             # stays with the env and Lightning moves each minibatch to the module.
-            actions, logprobs, values = (x.to(obs.device) for x in module.act(obs.to(module.device), generator=rng))
+            actions, logprobs, values, next_state = module.act_step(obs.to(module.device), state, generator=rng)
+            actions, logprobs, values = (x.to(obs.device) for x in (actions, logprobs, values))
             # PD targets where the env lives: the actions are moved there anyway, the reference already is.
             result = env.step(module.pd_targets(actions, env.ref_next_dof_pos))
             buf.obs[t] = obs
@@ -275,13 +320,18 @@ class RolloutDataset(IterableDataset):
             done_ids = result.info["done_env_ids"].to(obs.device)
             if done_ids.numel():  # a shape the env already knows: no device sync
                 ended = (result.truncated & ~result.terminated & ~unstable)[done_ids]
-                finals.append((t, done_ids, ended, result.final_obs[done_ids]))
+                finals.append((t, done_ids, ended, result.final_obs[done_ids], next_state[done_ids.to(state.device)]))
             stats.add(result, unstable)
             self.next_obs = result.obs
+            # The envs that ended were reset: their next episode starts with a blank memory.
+            ended_envs = (result.terminated | result.truncated).to(state.device)
+            state = next_state.masked_fill(ended_envs.unsqueeze(-1), 0.0)
+        self.policy_state = state
+        buf.segment_states = torch.stack(segment_states).to(self.next_obs.device)
         self._bootstrap_truncations(module, buf, finals)
         # Non-final steps bootstrap from the value the policy computed at t+1; the last from the current obs.
         done = buf.terminated | buf.truncated
-        last_value = module.get_value(self.next_obs.to(module.device)).to(self.next_obs.device)
+        last_value = module.get_value(self.next_obs.to(module.device), state).to(self.next_obs.device)
         following = torch.cat([buf.values[1:], last_value.unsqueeze(0)])
         buf.next_values = torch.where(done, buf.next_values, following)
         buf.next_values.masked_fill_(buf.terminated, 0.0)
@@ -291,7 +341,7 @@ class RolloutDataset(IterableDataset):
 
     @staticmethod
     def _bootstrap_truncations(
-        module: RolloutPolicy, buf: RolloutBuffer, finals: List[Tuple[int, Tensor, Tensor, Tensor]]
+        module: RolloutPolicy, buf: RolloutBuffer, finals: List[Tuple[int, Tensor, Tensor, Tensor, Tensor]]
     ) -> None:
         """``next_values[t]`` = V(final observation) of the envs whose motion ended at step ``t``.
 
@@ -301,12 +351,13 @@ class RolloutDataset(IterableDataset):
         """
         if not finals:
             return
-        truncated = torch.cat([ended for _, _, ended, _ in finals]).cpu()
+        truncated = torch.cat([ended for _, _, ended, _, _ in finals]).cpu()
         start = 0
-        for t, done_ids, ended, final_obs in finals:
+        for t, done_ids, ended, final_obs, final_state in finals:
             rows = truncated[start : start + ended.numel()].nonzero().flatten()
             start += ended.numel()
             if rows.numel():
+                state = final_state[rows.to(final_state.device)]  # the memory of the episode that ended
                 rows = rows.to(final_obs.device)
-                values = module.get_value(final_obs[rows].to(module.device))
+                values = module.get_value(final_obs[rows].to(module.device), state)
                 buf.next_values[t, done_ids[rows]] = values.to(buf.next_values.device)
