@@ -57,6 +57,9 @@ class PHCCLI(LightningCLI):
         """The observation size comes from the data side, so configs never repeat it (the action size is the
         policy's own: its action interface)."""
         parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
+        # One AMP block, the model's: the data side (AMP observations, demos, replay, reward mix) gets a copy, so
+        # the two always agree, also when --ckpt_path brings the checkpoint's model settings.
+        parser.link_arguments("model.amp", "data.amp", apply_on="parse")
         parser.add_argument(
             "--run_name",
             type=Optional[str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
@@ -17,6 +17,9 @@ from torch.utils.data import IterableDataset
 from phc_lightning.ppo import compute_gae
 from phc_lightning.rollout_stats import DeviceStats, EpochStats
 from phc_lightning.task.env import HumanoidTracking
+
+if TYPE_CHECKING:
+    from phc_lightning.amp.collection import AMPCollector
 
 Tensor = torch.Tensor
 
@@ -127,6 +130,9 @@ class RolloutDataset(IterableDataset):
         seed: seeds the action sampling and the minibatch shuffling.
         world_size: processes collecting alike (Lightning DDP, each with its own ``num_envs`` envs): the env-step
             count, ``total_timesteps`` and the summary's ``env_steps`` count all of them.
+        amp: the data side of AMP (None: off): agent AMP histories, the discriminator reward mixed in before GAE
+            (asked of the policy, a :class:`~phc_lightning.amp.collection.DiscriminatorPolicy`), replay and demo
+            samples added to every minibatch.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class RolloutDataset(IterableDataset):
         total_timesteps: Optional[int] = None,
         seed: int = 0,
         world_size: int = 1,
+        amp: Optional[AMPCollector] = None,
     ) -> None:
         super().__init__()
         batch = horizon * env.num_envs
@@ -158,6 +165,7 @@ class RolloutDataset(IterableDataset):
         self.gae_lambda = gae_lambda
         self.total_timesteps = total_timesteps
         self.world_size = world_size
+        self.amp = amp
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
@@ -179,6 +187,10 @@ class RolloutDataset(IterableDataset):
         if self.next_obs is None:
             reset_obs = self.next_obs = self.env.reset()
         buf = self.collect(policy)
+        amp_stats: Dict[str, float] = {}
+        if self.amp is not None:  # the mixed reward is what GAE sees
+            buf.rewards, amp_stats = self.amp.mix_rewards(policy, buf.rewards)
+            self.amp.store_replay()
         advantages, returns = compute_gae(
             buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated, self.gamma, self.gae_lambda
         )
@@ -194,6 +206,7 @@ class RolloutDataset(IterableDataset):
         self.env_steps += steps
         self.stats.collect_time = time.perf_counter() - start
         stats = self.stats.as_log_dict()
+        stats.update(amp_stats)
         norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
         stop = self.total_timesteps is not None and self.env_steps >= self.total_timesteps
         summary = iteration_summary(norm_obs, flat["returns"], steps, stop, stats)
@@ -204,6 +217,8 @@ class RolloutDataset(IterableDataset):
             for i in range(self.num_minibatches):
                 mb_inds = perm[i * mb_size : (i + 1) * mb_size]
                 minibatch = {k: v[mb_inds] for k, v in flat.items()}
+                if self.amp is not None:
+                    minibatch.update(self.amp.minibatch(mb_inds))
                 if summary is not None:
                     minibatch[ITERATION_KEY], summary = summary, None
                 yield minibatch
@@ -221,12 +236,15 @@ class RolloutDataset(IterableDataset):
         actions_rng = self._action_rng_state
         if self.action_generator is not None:
             actions_rng = self.action_generator.get_state()
-        return {
+        state = {
             "shuffle_rng": self.generator.get_state(),
             "action_rng": actions_rng,
             "env_steps": self.env_steps,
             "resume_rollout": self.next_obs is not None,
         }
+        if self.amp is not None:
+            state["amp"] = self.amp.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; the env's own state is restored separately (before this)."""
@@ -235,6 +253,8 @@ class RolloutDataset(IterableDataset):
         self._action_rng_state = state["action_rng"]
         self.env_steps = int(state["env_steps"])
         self.next_obs = self.env.obs if state["resume_rollout"] else None
+        if self.amp is not None:
+            self.amp.load_state_dict(state["amp"])
 
     @torch.no_grad()
     def collect(self, module: RolloutPolicy) -> RolloutBuffer:
@@ -252,6 +272,8 @@ class RolloutDataset(IterableDataset):
         finals: List[Tuple[int, Tensor, Tensor, Tensor]] = []  # (t, finished envs, which truncated, final obs)
         was_training = module.training
         module.eval()
+        if self.amp is not None:
+            self.amp.begin(env, self.horizon)
         for t in range(self.horizon):
             obs = self.next_obs
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
@@ -277,6 +299,8 @@ class RolloutDataset(IterableDataset):
                 ended = (result.truncated & ~result.terminated & ~unstable)[done_ids]
                 finals.append((t, done_ids, ended, result.final_obs[done_ids]))
             stats.add(result, unstable)
+            if self.amp is not None:
+                self.amp.record(t, result, env)
             self.next_obs = result.obs
         self._bootstrap_truncations(module, buf, finals)
         # Non-final steps bootstrap from the value the policy computed at t+1; the last from the current obs.
