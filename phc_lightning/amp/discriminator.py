@@ -6,6 +6,7 @@ stacked AMP observation size (``history * 196``); inputs are normalized by the l
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Sequence
 
 import torch
@@ -47,9 +48,12 @@ class Discriminator(nn.Module):
 
 
 def disc_reward(logits: Tensor, scale: float) -> Tensor:
-    """``-log(max(1 - sigmoid(d), 1e-4)) * scale`` ``[B] -> [B]``: monotone in ``d``, >= 0, bounded."""
-    prob = torch.sigmoid(logits)
-    return -torch.log(torch.clamp_min(1.0 - prob, REWARD_FLOOR)) * scale
+    """``-log(max(1 - sigmoid(d), 1e-4)) * scale`` ``[B] -> [B]``: monotone in ``d``, >= 0, bounded.
+
+    Computed as ``min(softplus(d), -log(1e-4))``, the same function: ``1 - sigmoid(d)`` rounds to 1 in float32 for
+    ``d < -17`` or so, which would flatten the reward there.
+    """
+    return torch.clamp_max(F.softplus(logits), -math.log(REWARD_FLOOR)) * scale
 
 
 def disc_bce_loss(agent_logits: Tensor, demo_logits: Tensor) -> Tensor:
