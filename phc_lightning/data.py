@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from phc_lightning import distributed
 from phc_lightning.amp.collection import AMPCollector
-from phc_lightning.amp.config import AMPConfig, as_amp_config
+from phc_lightning.amp.config import as_amp_config
 from phc_lightning.amp.observations import amp_step_features
 from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
@@ -68,7 +68,8 @@ class PHCDataModule(L.LightningDataModule):
             None: no clamp.
         seed: seeds the env (RSI times, motion draws), the action noise and the minibatch shuffling; null: derived
             from ``seed_everything``.
-        amp: adversarial motion prior settings (null: off); the CLI copies ``model.amp`` here (set that one).
+        amp: adversarial motion prior settings, :class:`~phc_lightning.amp.config.AMPConfig` fields (null: off); the
+            CLI copies ``model.amp`` here (set that one).
     """
 
     def __init__(
@@ -88,7 +89,7 @@ class PHCDataModule(L.LightningDataModule):
         velocity_smoothing: NonNegativeFloat = DEFAULT_VELOCITY_SMOOTHING,
         max_dof_vel: Optional[PositiveFloat] = DEFAULT_MAX_DOF_VEL,
         seed: Optional[int] = None,
-        amp: Optional[AMPConfig] = None,
+        amp: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if (horizon * num_envs) % num_minibatches:

@@ -90,3 +90,20 @@ def test_resuming_an_amp_run_without_amp_fails_in_one_line(tmp_path: Path) -> No
                 cwd=tmp_path)
     assert other.returncode == 2, other.stderr[-2000:]
     assert "Traceback" not in other.stderr and "trained with AMP off" in other.stderr
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (("--model.amp.history", "0"), "model.amp.history"),
+        (("--model.amp.replay_keep_prob", "2"), "model.amp.replay_keep_prob"),
+        (("--model.amp.disc_hidden", "[]"), "model.amp.disc_hidden"),
+        (("--data.amp.enabled", "true"), "--data.amp"),  # one block, the model's: the data side gets a copy
+    ],
+)
+def test_bad_amp_settings_give_one_line_error_and_exit_2(tmp_path: Path, args: tuple, needle: str) -> None:
+    out = phc("fit", "--config", SMOKE, "--model.amp.enabled", "true", *args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    error_lines = [line for line in out.stderr.splitlines() if line.startswith("phc: error:")]
+    assert len(error_lines) == 1 and needle in error_lines[0], out.stderr[-2000:]
