@@ -18,7 +18,8 @@ schedule       learning rate at the start of epoch ``e`` (``p = env_steps / tota
                of an iteration, whose KL is 0 by construction, leaves the lr alone)
 =============  ==========================================================================================
 
-With several param groups (actor and critic) every group keeps its ratio to the first group's lr.
+With several param groups (actor and critic) every group keeps its ratio to the first group's lr. Only the policy's
+optimizer (the first) is scheduled: the AMP discriminator's (the second) keeps its own lr.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ from phc_lightning.errors import ConfigError
 SCHEDULES = ("exp", "linear", "cosine", "constant", "adaptive_kl")
 
 
+def policy_optimizers(trainer: pl.Trainer) -> list:
+    """The optimizers a schedule moves: the policy's, the first (``PHCModule`` puts the discriminator's second)."""
+    return list(trainer.optimizers[:1])
+
+
 class LRAnnealing(pl.Callback):
-    """Set the lr of every param group of every optimizer at the start of each train epoch.
+    """Set the lr of every param group of the policy's optimizer at the start of each train epoch.
 
     Logs ``charts/learning_rate`` (the first param group's lr) once per epoch.
 
@@ -100,7 +106,7 @@ class LRAnnealing(pl.Callback):
     @staticmethod
     def _remember_base_lr(trainer: pl.Trainer) -> None:
         # setdefault: a group restored from a checkpoint keeps the lr0 of the original run.
-        for optimizer in trainer.optimizers:
+        for optimizer in policy_optimizers(trainer):
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])
 
@@ -135,7 +141,7 @@ class LRAnnealing(pl.Callback):
             return  # the lr carried in the optimizer state goes on adapting
         factor = self.factor(trainer.current_epoch, self._env_steps(pl_module))
         lr = None
-        for optimizer in trainer.optimizers:
+        for optimizer in policy_optimizers(trainer):
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
                 lr = group["lr"] if lr is None else lr
@@ -153,7 +159,7 @@ class LRAnnealing(pl.Callback):
         # information; adapting on it would raise the lr once per iteration and bias the KL above its target.
         if kl != kl or kl == 0.0:
             return
-        for optimizer in trainer.optimizers:
+        for optimizer in policy_optimizers(trainer):
             groups = optimizer.param_groups
             lead = groups[0]
             new_lead = self.adapted_lr(lead["lr"], float(kl))

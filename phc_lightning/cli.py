@@ -57,6 +57,9 @@ class PHCCLI(LightningCLI):
         """The observation size comes from the data side, so configs never repeat it (the action size is the
         policy's own: its action interface)."""
         parser.link_arguments("data.obs_dim", "model.obs_dim", apply_on="instantiate")
+        # One AMP block, the model's: the data side (AMP observations, demos, replay, reward mix) gets a copy, so
+        # the two always agree, also when --ckpt_path brings the checkpoint's model settings.
+        parser.link_arguments("model.amp", "data.amp", compute_fn=_plain, apply_on="parse")
         parser.add_argument(
             "--run_name",
             type=Optional[str],
@@ -101,6 +104,12 @@ class PHCCLI(LightningCLI):
             if _normalized(used) != _normalized(asked):
                 print(f"phc: using the checkpoint's model.{key}={used!r} (the config says {asked!r}): a policy "
                       "only means something under the action interface it was trained with", file=sys.stderr)
+
+
+def _plain(group: object) -> Dict[str, object]:
+    """A parsed group (a jsonargparse Namespace) as a plain dict; the checks happen when the model's is built."""
+    values = dict(group) if isinstance(group, dict) else dict(vars(group))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}  # lists: YAML round-trips them
 
 
 def _normalized(value: object) -> object:

@@ -21,6 +21,9 @@ from jsonargparse.typing import (
 from torch.utils.data import DataLoader
 
 from phc_lightning import distributed
+from phc_lightning.amp.collection import AMPCollector
+from phc_lightning.amp.config import as_amp_config
+from phc_lightning.amp.observations import amp_step_features
 from phc_lightning.errors import ConfigError
 from phc_lightning.evaluation import EvalDataset
 from phc_lightning.motion import BUNDLED_MOTIONS
@@ -68,6 +71,8 @@ class PHCDataModule(L.LightningDataModule):
         bptt_horizon: a recurrent policy (``model.recurrent``) trains on whole segments of this many steps, shuffled
             as segments (must divide ``horizon``; ``num_minibatches`` must divide ``horizon / bptt_horizon *
             num_envs``); null: the whole horizon. Unused without ``model.recurrent``.
+        amp: adversarial motion prior settings, :class:`~phc_lightning.amp.config.AMPConfig` fields (null: off); the
+            CLI copies ``model.amp`` here (set that one).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class PHCDataModule(L.LightningDataModule):
         max_dof_vel: Optional[PositiveFloat] = DEFAULT_MAX_DOF_VEL,
         seed: Optional[int] = None,
         bptt_horizon: Optional[PositiveInt] = None,
+        amp: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         if (horizon * num_envs) % num_minibatches:
@@ -97,9 +103,11 @@ class PHCDataModule(L.LightningDataModule):
         if bptt_horizon is not None and horizon % bptt_horizon:
             raise ConfigError(f"data.bptt_horizon={bptt_horizon} must divide data.horizon={horizon}")
         # Checkpoints keep plain values only (they load with weights_only=True): the task as a dict.
-        self.save_hyperparameters(ignore=["task"])
+        self.save_hyperparameters(ignore=["task", "amp"])
         self.hparams["task"] = asdict(task)
         self.task = task
+        self.amp = as_amp_config(amp)
+        self.hparams["amp"] = self.amp.as_dict()
         self.motion_file = motion_file or BUNDLED_MOTIONS
         self.obs_dim = OBS_DIM
         self.motions: Optional[MotionLibrary] = None
@@ -137,7 +145,13 @@ class PHCDataModule(L.LightningDataModule):
             sim.close()
             raise ConfigError(f"data: {err}") from err
         rank, world = self._rank_and_world()
-        self.env = HumanoidTracking(sim, env_motions, self.task, seed=derive_seed(hp.seed, "env", rank))
+        self.env = HumanoidTracking(sim, env_motions, self.task, seed=derive_seed(hp.seed, "env", rank),
+                                    state_features=amp_step_features if self.amp.enabled else None)
+        amp = None
+        if self.amp.enabled:
+            minibatch_rows = hp.horizon * hp.num_envs // hp.num_minibatches
+            amp = AMPCollector(self.amp, env_motions, self.env.control_dt, minibatch_rows,
+                               seed=derive_seed(hp.seed, "amp", rank))
         self.rollout = RolloutDataset(
             self.env,
             get_policy=lambda: self.trainer.lightning_module,
@@ -150,6 +164,7 @@ class PHCDataModule(L.LightningDataModule):
             seed=derive_seed(hp.seed, "rollout", rank),
             world_size=world,
             bptt_horizon=hp.bptt_horizon,
+            amp=amp,
         )
 
     def _rank_and_world(self) -> Tuple[int, int]:

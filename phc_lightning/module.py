@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import lightning as L
 import torch
@@ -29,6 +29,8 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from torch import nn
 
 from phc_lightning import distributed, ppo, skeleton
+from phc_lightning.amp.config import AMPConfig, as_amp_config
+from phc_lightning.amp.learner import AMPLearner
 from phc_lightning.iteration_hooks import IterationHooks
 from phc_lightning.networks import RunningNorm
 from phc_lightning.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
@@ -58,7 +60,7 @@ DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
 
 
-class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
+class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModule):
     """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
 
     def __init__(
@@ -91,6 +93,7 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         init_from: Optional[str] = None,
         recurrent: Optional[Literal["actor", "critic", "both"]] = None,
         lstm_hidden: PositiveInt = 512,
+        amp: AMPConfig = AMPConfig(),  # noqa: B008 - frozen, so one shared default is safe
     ) -> None:
         """Build networks and normalizer.
 
@@ -133,9 +136,14 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
                 is carried by the rollout and reset at its episode boundaries, see :mod:`phc_lightning.recurrent`);
                 null: plain MLPs.
             lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
+            amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
+                in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
         """
         super().__init__()
-        self.save_hyperparameters()
+        amp = as_amp_config(amp)
+        # Checkpoints keep plain values only (they load with weights_only=True): the AMP block as a dict.
+        self.save_hyperparameters(ignore=["amp"])
+        self.hparams["amp"] = amp.as_dict()
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
@@ -155,6 +163,7 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         )
         self.recurrent_state_size: int = int(getattr(self.policy, "state_size", 0))
         """Width of each env's recurrent state (0: no LSTM), see :meth:`act_step`."""
+        self._init_amp(amp, adam_eps)  # after the policy: its initialization is the same with AMP on or off
         self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
         # Buffers (so they follow the device and are saved) named after the policy parameters, '.' -> '__'.
         self.l2_anchor = nn.Module()
@@ -327,15 +336,19 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         if self._kl_stopped:  # not `return -1` from on_train_batch_start: that would also skip the epoch's eval
             self.last_approx_kl = float("nan")
             return None
-        opt = self.optimizers()
+        opt, disc_opt = self.policy_and_disc_optimizers()
         losses = self.compute_losses(batch)
-        self.manual_backward(losses["loss"])
+        amp = self.amp_losses(batch) if disc_opt is not None else None
+        self.manual_backward(losses["loss"] if amp is None else losses["loss"] + amp["loss"])
         # before clipping, so the log shows how often the clip bites
         grad_norm = ppo.grad_norm(self.policy.parameters(), self.device)
         if self.hparams.max_grad_norm > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
         opt.step()
         opt.zero_grad()
+        if disc_opt is not None:
+            disc_opt.step()
+            disc_opt.zero_grad()
 
         # the mean over ranks: every rank must take the same early stop (a rank that skips while another steps would
         # hang DDP's all-reduce) and LRAnnealing must set the same lr everywhere
@@ -347,11 +360,14 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
         logs["losses/grad_norm"] = grad_norm
         logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
+        if amp is not None:
+            logs.update(self.amp_log_dict(amp))
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0], sync_dist=True)
         return losses["loss"].detach()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups.
+    def configure_optimizers(self) -> Union[torch.optim.Optimizer, List[torch.optim.Optimizer]]:
+        """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups; with
+        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both).
 
         The normalizers and the anchor are buffers, never optimized.
         """
@@ -361,12 +377,14 @@ class PHCModule(IterationHooks, TrackingEvaluation, L.LightningModule):
         actor = [p for p in self.policy.parameters() if id(p) not in critic_ids]
         critic_lr = hp.learning_rate if hp.critic_learning_rate is None else hp.critic_learning_rate
         groups = [{"params": actor, "lr": hp.learning_rate}, {"params": critic, "lr": critic_lr}]
-        return torch.optim.Adam(groups, lr=hp.learning_rate, eps=hp.adam_eps)
+        policy_opt = torch.optim.Adam(groups, lr=hp.learning_rate, eps=hp.adam_eps)
+        return policy_opt if self.discriminator is None else [policy_opt, self.disc_optimizer()]
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
-        PD targets)."""
+        PD targets), or one trained with AMP on where it is off here (or the other way round)."""
         check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
+        self.check_amp_checkpoint(checkpoint)
 
 
 def _sample(dist: torch.distributions.Normal, deterministic: bool, generator: Optional[torch.Generator]) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
@@ -20,6 +20,9 @@ from phc_lightning.ppo import compute_gae
 from phc_lightning.rollout_stats import DeviceStats, EpochStats
 from phc_lightning.segments import segment_minibatches
 from phc_lightning.task.env import HumanoidTracking
+
+if TYPE_CHECKING:
+    from phc_lightning.amp.collection import AMPCollector
 
 Tensor = torch.Tensor
 
@@ -100,6 +103,8 @@ class RolloutPolicy(Protocol):
         """PD targets ``[N, 69]`` of actions under the policy's action interface."""
 
 
+_ROW_KEY = "_row"
+
 ITERATION_KEY = "iteration"
 """Key of the first minibatch of every iteration that carries :class:`IterationSummary` fields (a dict)."""
 
@@ -139,6 +144,9 @@ class RolloutDataset(IterableDataset):
             count, ``total_timesteps`` and the summary's ``env_steps`` count all of them.
         bptt_horizon: a recurrent policy trains on segments of this many steps (must divide ``horizon``; None: the
             whole horizon); unused by a policy without memory.
+        amp: the data side of AMP (None: off): agent AMP histories, the discriminator reward mixed in before GAE
+            (asked of the policy, a :class:`~phc_lightning.amp.collection.DiscriminatorPolicy`), replay and demo
+            samples added to every minibatch.
     """
 
     def __init__(
@@ -154,6 +162,7 @@ class RolloutDataset(IterableDataset):
         seed: int = 0,
         world_size: int = 1,
         bptt_horizon: Optional[int] = None,
+        amp: Optional[AMPCollector] = None,
     ) -> None:
         super().__init__()
         bptt_horizon = bptt_horizon or horizon
@@ -175,6 +184,7 @@ class RolloutDataset(IterableDataset):
         self.total_timesteps = total_timesteps
         self.world_size = world_size
         self.bptt_horizon = bptt_horizon
+        self.amp = amp
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
@@ -199,6 +209,10 @@ class RolloutDataset(IterableDataset):
             reset_obs = self.next_obs = self.env.reset()
             self.policy_state = None  # every env restarts, so does its memory
         buf = self.collect(policy)
+        amp_stats: Dict[str, float] = {}
+        if self.amp is not None:  # the mixed reward is what GAE sees
+            buf.rewards, amp_stats = self.amp.mix_rewards(policy, buf.rewards)
+            self.amp.store_replay()
         advantages, returns = compute_gae(
             buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated, self.gamma, self.gae_lambda
         )
@@ -214,9 +228,12 @@ class RolloutDataset(IterableDataset):
         self.env_steps += steps
         self.stats.collect_time = time.perf_counter() - start
         stats = self.stats.as_log_dict()
+        stats.update(amp_stats)
         norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
         stop = self.total_timesteps is not None and self.env_steps >= self.total_timesteps
         summary = iteration_summary(norm_obs, flat["returns"], steps, stop, stats)
+        # Each row's index into the flat batch travels with the minibatch: AMP takes its agent samples by it.
+        flat[_ROW_KEY] = torch.arange(flat["values"].numel(), device=flat["values"].device)
         if policy.recurrent_state_size:
             data = {k: v.view(self.horizon, self.env.num_envs, *v.shape[1:]) for k, v in flat.items()}
             minibatches = segment_minibatches(data, buf.segment_states, buf.terminated | buf.truncated,
@@ -225,6 +242,9 @@ class RolloutDataset(IterableDataset):
         else:
             minibatches = self._shuffled_steps(flat)
         for minibatch in minibatches:
+            rows = minibatch.pop(_ROW_KEY)
+            if self.amp is not None:
+                minibatch.update(self.amp.minibatch(rows))
             if summary is not None:
                 minibatch[ITERATION_KEY], summary = summary, None
             yield minibatch
@@ -260,6 +280,8 @@ class RolloutDataset(IterableDataset):
         }
         if self.policy_state is not None and self.policy_state.numel():
             state["policy_state"] = self.policy_state.detach().cpu().clone()
+        if self.amp is not None:
+            state["amp"] = self.amp.state_dict()
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -270,6 +292,8 @@ class RolloutDataset(IterableDataset):
         self.env_steps = int(state["env_steps"])
         self.next_obs = self.env.obs if state["resume_rollout"] else None
         self.policy_state = state.get("policy_state") if state["resume_rollout"] else None
+        if self.amp is not None:
+            self.amp.load_state_dict(state["amp"])
 
     @torch.no_grad()
     def collect(self, module: RolloutPolicy) -> RolloutBuffer:
@@ -294,6 +318,8 @@ class RolloutDataset(IterableDataset):
         finals: List[Tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
         was_training = module.training
         module.eval()
+        if self.amp is not None:
+            self.amp.begin(env, self.horizon)
         for t in range(self.horizon):
             obs = self.next_obs
             if t % self.bptt_horizon == 0:
@@ -322,6 +348,8 @@ class RolloutDataset(IterableDataset):
                 ended = (result.truncated & ~result.terminated & ~unstable)[done_ids]
                 finals.append((t, done_ids, ended, result.final_obs[done_ids], next_state[done_ids.to(state.device)]))
             stats.add(result, unstable)
+            if self.amp is not None:
+                self.amp.record(t, result, env)
             self.next_obs = result.obs
             # The envs that ended were reset: their next episode starts with a blank memory.
             ended_envs = (result.terminated | result.truncated).to(state.device)

@@ -18,7 +18,7 @@ motion to its end, failing on the 20-body mean distance rule. An env keeps its m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 
@@ -47,7 +47,8 @@ class StepResult:
         final_obs: ``(N, 934)`` observation at the end of the step before the auto-reset (== ``obs`` where not done).
         info: ``rewards/<term>`` ``(N,)`` weighted term values; ``episode_return`` / ``episode_length`` /
             ``done_env_ids`` ``(K,)``; ``unstable`` ``(N,)`` bool; ``body_pos`` / ``ref_body_pos`` ``(N, 24, 3)``
-            sim and reference positions at this step, before the auto-reset.
+            sim and reference positions at this step, before the auto-reset; ``state_features`` ``(N, F)`` when the
+            env was built with a ``state_features`` function (of the same pre-reset state).
     """
 
     obs: Tensor
@@ -94,6 +95,7 @@ class HumanoidTracking:
         motions: MotionLibrary,
         config: TaskConfig = TaskConfig(),  # noqa: B008 (frozen dataclass: a shared default is safe)
         seed: int = 0,
+        state_features: Optional[Callable[[SimState], Tensor]] = None,
     ) -> None:
         """Bind a backend and a motion library; each env draws a motion. Call :meth:`reset` before stepping.
 
@@ -102,6 +104,8 @@ class HumanoidTracking:
             motions: reference motions, on the same device as the backend.
             config: reward weights and termination distances.
             seed: seed of the generator behind motion draws and random start times.
+            state_features: features ``(N, F)`` of the post-step state that :meth:`step` returns in
+                ``info["state_features"]`` (AMP observations); computed before the auto-reset overwrites the state.
         """
         self.backend = backend
         self.motions = motions
@@ -114,6 +118,7 @@ class HumanoidTracking:
         self.eval_mode = False
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.state_features = state_features
         self.reward_manager = RewardManager(config.reward_terms())
 
         n = self.num_envs
@@ -185,6 +190,8 @@ class HumanoidTracking:
         # Clone: a backend may hand out views of buffers that the auto-reset below overwrites.
         info["body_pos"] = sim.body_pos.clone()
         info["ref_body_pos"] = ref.body_pos
+        if self.state_features is not None:
+            info["state_features"] = self.state_features(sim)
 
         self.episode_return += reward
         self.episode_length += 1

@@ -1,0 +1,166 @@
+"""The data side of AMP: the agent's AMP observation history during collection, the discriminator reward mixed
+into the task reward before GAE, the agent replay buffer, and demo samples for every minibatch.
+
+:class:`~phc_lightning.rollout.RolloutDataset` calls, per iteration::
+
+    amp.begin(env, horizon)                  # before the first step: histories of freshly reset envs
+    amp.record(t, result, env)               # after every env step
+    rewards, stats = amp.mix_rewards(policy, task_rewards)   # before GAE
+    amp.store_replay()                       # the iteration's agent samples offered to the replay buffer
+    minibatch.update(amp.minibatch(mb_inds))  # agent, replay and demo samples of each minibatch
+
+The env computes the 196 features of its post-step, pre-reset state (``HumanoidTracking(state_features=...)``):
+an env that finishes an episode is reset inside ``step``, and its AMP history restarts from the reference motion
+at the new start time (the same demo function as the discriminator's demo samples).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Protocol, Tuple
+
+import torch
+
+from phc_lightning.amp.config import AMPConfig
+from phc_lightning.amp.observations import AMP_OBS_STEP_DIM, amp_obs_dim, demo_amp_obs, sample_demo_amp_obs
+from phc_lightning.amp.replay import ReplayBuffer
+from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.task.env import HumanoidTracking, StepResult
+
+Tensor = torch.Tensor
+
+STEP_FEATURES_KEY = "state_features"
+"""``StepResult.info`` key of the post-step, pre-reset state features the env computes when asked to."""
+
+MINIBATCH_KEYS = ("amp_obs", "amp_obs_replay", "amp_obs_demo")
+"""Minibatch keys the discriminator update reads: agent samples of the rollout, of the replay buffer, demos."""
+
+_REWARD_CHUNK = 65536  # rows per discriminator forward when rewarding a whole iteration
+
+
+@contextmanager
+def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread for the per-step work on CPU, as ``HumanoidTracking.step`` does: the tensors are a few
+    envs' worth, and idle OpenMP workers next to MuJoCo's threads made these ops several times slower (measured
+    2 ms vs 12-95 ms per reset batch's demo history on a loaded 2-core machine)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class DiscriminatorPolicy(Protocol):
+    """What the data side asks of the learner (``PHCModule`` with AMP on implements it)."""
+
+    device: torch.device
+
+    def disc_reward(self, amp_obs: Tensor) -> Tensor:
+        """Discriminator reward ``[B]`` of stacked agent AMP observations ``[B, history * 196]`` (no grad)."""
+
+
+class AMPCollector:
+    """AMP state of one process's envs and its random streams (demo draws, replay buffer), saved for exact resume.
+
+    Args:
+        config: the AMP settings (``enabled`` must be true).
+        motions: the motion library demos come from (the env's).
+        control_dt: seconds per env step, the spacing of history steps.
+        num_minibatch_rows: rows of an ordinary minibatch (``horizon * num_envs / num_minibatches``).
+        seed: seeds the demo draws and the replay buffer.
+    """
+
+    def __init__(
+        self, config: AMPConfig, motions: MotionLibrary, control_dt: float, num_minibatch_rows: int, seed: int = 0
+    ) -> None:
+        self.config = config
+        self.motions = motions
+        self.control_dt = float(control_dt)
+        self.history = int(config.history)
+        self.obs_dim = amp_obs_dim(self.history)
+        self.batch_rows = min(config.disc_batch_size or num_minibatch_rows, num_minibatch_rows)
+        self.device = motions.device
+        self.demo_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.replay = ReplayBuffer(config.replay_size, self.obs_dim, config.replay_keep_prob, self.device, seed + 1)
+        self.frames: Optional[Tensor] = None  # (N, history, 196) agent history, newest first
+        self.obs: Optional[Tensor] = None  # (T, N, history * 196) this iteration's agent samples
+
+    # ------------------------------------------------------------------ collection
+
+    def begin(self, env: HumanoidTracking, horizon: int) -> None:
+        """Before an iteration's first step: envs reset since the last step (``progress == 0``: a fresh start, a
+        resampling, or the auto-reset of the last step) start their history on their reference motion."""
+        n = env.num_envs
+        with _one_cpu_thread(env.device):
+            fresh = env.progress == 0
+            reference = self._reference_frames(env, torch.arange(n, device=env.device))
+            self.frames = reference if self.frames is None else torch.where(fresh[:, None, None], reference,
+                                                                            self.frames)
+        self.obs = torch.zeros(horizon, n, self.obs_dim, device=env.device)
+
+    def record(self, t: int, result: StepResult, env: HumanoidTracking) -> None:
+        """Push the step's state features onto every env's history, keep the stacked sample of step ``t``, then
+        restart the histories of the envs the step reset."""
+        with _one_cpu_thread(env.device):
+            features = result.info[STEP_FEATURES_KEY]
+            self.frames = torch.cat([features.unsqueeze(1), self.frames[:, :-1]], dim=1)
+            self.obs[t] = self.frames.flatten(1)
+            done = result.info["done_env_ids"]
+            if done.numel():  # a shape the env already knows: no device sync
+                self.frames[done] = self._reference_frames(env, done)
+
+    def _reference_frames(self, env: HumanoidTracking, env_ids: Tensor) -> Tensor:
+        ids, times = env.motion_ids[env_ids], env.motion_times[env_ids]
+        return demo_amp_obs(self.motions, ids, times, self.history, self.control_dt).view(
+            -1, self.history, AMP_OBS_STEP_DIM
+        )
+
+    # ------------------------------------------------------------------ after collection
+
+    @torch.no_grad()
+    def mix_rewards(self, policy: DiscriminatorPolicy, task_rewards: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        """``task_reward_weight * task + disc_reward_weight * disc`` ``(T, N)``, and the means of both parts
+        (``rewards/task``, ``rewards/disc``, unweighted)."""
+        flat = self.obs.flatten(0, 1)
+        disc = torch.cat([
+            policy.disc_reward(flat[i : i + _REWARD_CHUNK].to(policy.device)).to(flat.device)
+            for i in range(0, flat.shape[0], _REWARD_CHUNK)
+        ]).view_as(task_rewards)
+        cfg = self.config
+        mixed = cfg.task_reward_weight * task_rewards + cfg.disc_reward_weight * disc
+        means = torch.stack([task_rewards.mean(), disc.mean()]).tolist()  # one host read
+        return mixed, {"rewards/task": means[0], "rewards/disc": means[1]}
+
+    def store_replay(self) -> None:
+        """Offer this iteration's agent samples to the replay buffer (each kept with ``replay_keep_prob``)."""
+        self.replay.add(self.obs.flatten(0, 1))
+
+    def minibatch(self, mb_inds: Tensor) -> Dict[str, Tensor]:
+        """Discriminator inputs of a minibatch: the agent samples of its first ``batch_rows`` transitions (the
+        indices are shuffled already), as many from the replay buffer and freshly drawn demos."""
+        rows = self.batch_rows
+        agent = self.obs.flatten(0, 1)[mb_inds[:rows].to(self.obs.device)]
+        with _one_cpu_thread(self.device):  # also faster at 2048 rows on 2 busy cores (254 vs 755 ms)
+            demo = sample_demo_amp_obs(self.motions, rows, self.history, self.control_dt, self.demo_generator)
+        return {"amp_obs": agent, "amp_obs_replay": self.replay.sample(rows), "amp_obs_demo": demo}
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Agent histories, demo RNG and replay buffer (CPU tensors and ints)."""
+        return {
+            "frames": None if self.frames is None else self.frames.cpu().clone(),
+            "demo_rng": self.demo_generator.get_state(),
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        frames = state["frames"]
+        self.frames = None if frames is None else frames.to(self.device)
+        self.demo_generator.set_state(state["demo_rng"])
+        self.replay.load_state_dict(state["replay"])
