@@ -280,3 +280,33 @@ def test_the_iteration_mixes_the_disc_reward_in_before_gae_and_minibatches_carry
     losses = module.amp_losses(batches[1])
     assert {"loss", "disc", "disc_grad_penalty", "accuracy_agent", "accuracy_demo"} <= set(losses)
     dataset.env.close()
+
+
+def test_amp_agent_samples_follow_the_rows_of_recurrent_segment_minibatches(motions: MotionLibrary) -> None:
+    # With an LSTM, minibatches are whole segments; the discriminator's agent samples must still be the AMP
+    # observations of the minibatch's own transitions (its first batch_rows rows).
+    env = HumanoidTracking(make_backend("mujoco", 4, num_threads=1), motions, seed=3,
+                           state_features=amp_step_features)
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16], amp=SMALL, recurrent="both", lstm_hidden=8)
+    amp = AMPCollector(SMALL, motions, env.control_dt, num_minibatch_rows=12 * 4 // 3, seed=5)
+    dataset = RolloutDataset(env, get_policy=lambda: module, horizon=12, update_epochs=2, num_minibatches=3,
+                             gamma=0.9, gae_lambda=0.8, amp=amp, bptt_horizon=4)
+    collected = {}
+    real_collect = dataset.collect
+
+    def collect(policy):
+        collected["buf"] = real_collect(policy)
+        return collected["buf"]
+
+    dataset.collect = collect
+    batches = list(iter(dataset))
+    assert len(batches) == 6
+    flat_policy_obs = collected["buf"].obs.flatten(0, 1)  # [T * N, 934], the order of amp.obs.flatten(0, 1)
+    flat_amp_obs = dataset.amp.obs.flatten(0, 1)
+    for batch in batches:
+        assert batch["recurrent_state"].shape[-1] == module.recurrent_state_size
+        agent = batch["amp_obs"]
+        own = batch["obs"][: agent.shape[0]]
+        rows = (own[:, None, :] == flat_policy_obs[None, :, :]).all(-1).float().argmax(1)
+        torch.testing.assert_close(agent, flat_amp_obs[rows], rtol=0, atol=0)
+    env.close()
