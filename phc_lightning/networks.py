@@ -169,11 +169,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.actor = MLP(obs_dim, actor_hidden, action_dim, layer_norm, out_gain=0.01)
         self.critic = MLP(obs_dim, critic_hidden, 1, layer_norm, out_gain=1.0)
-        log_std = torch.full((action_dim,), float(init_log_std))
-        if learnable_log_std:
-            self.log_std = nn.Parameter(log_std)
-        else:
-            self.register_buffer("log_std", log_std)
+        add_log_std(self, action_dim, init_log_std, learnable_log_std)
 
     def distribution(self, obs_norm: Tensor) -> torch.distributions.Normal:
         """Diagonal Gaussian policy for normalized observations ``[B, D]`` (batch shape ``[B, A]``)."""
@@ -184,3 +180,13 @@ class ActorCritic(nn.Module):
     def value(self, obs_norm: Tensor) -> Tensor:
         """Critic value ``[B, D] -> [B]``."""
         return self.critic(obs_norm).squeeze(-1)
+
+
+def add_log_std(module: nn.Module, action_dim: int, init_log_std: float, learnable: bool) -> None:
+    """Give ``module`` the ``log_std`` of a diagonal Gaussian policy, ``[action_dim]`` at ``init_log_std``: a
+    parameter when ``learnable``, otherwise a buffer (PHC's fixed std), so it is saved either way."""
+    log_std = torch.full((action_dim,), float(init_log_std))
+    if learnable:
+        module.log_std = nn.Parameter(log_std)
+    else:
+        module.register_buffer("log_std", log_std)

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from phc_lightning.networks import MLP, ActorCritic
+from phc_lightning.networks import MLP, ActorCritic, add_log_std
 
 Tensor = torch.Tensor
 
@@ -105,11 +105,7 @@ class RecurrentActorCritic(nn.Module):
         critic_in = obs_dim if self.critic_memory is None else lstm_hidden
         self.actor = MLP(actor_in, actor_hidden, action_dim, layer_norm, out_gain=0.01)
         self.critic = MLP(critic_in, critic_hidden, 1, layer_norm, out_gain=1.0)
-        log_std = torch.full((action_dim,), float(init_log_std))
-        if learnable_log_std:
-            self.log_std = nn.Parameter(log_std)
-        else:
-            self.register_buffer("log_std", log_std)
+        add_log_std(self, action_dim, init_log_std, learnable_log_std)
         self.actor_state_size = 0 if self.actor_memory is None else self.actor_memory.state_size
         self.critic_state_size = 0 if self.critic_memory is None else self.critic_memory.state_size
         self.state_size = self.actor_state_size + self.critic_state_size
