@@ -16,8 +16,7 @@ at the new start time (the same demo function as the discriminator's demo sample
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple
 
 import torch
 
@@ -26,6 +25,7 @@ from phc_lightning.amp.observations import AMP_OBS_STEP_DIM, amp_obs_dim, demo_a
 from phc_lightning.amp.replay import ReplayBuffer
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking, StepResult
+from phc_lightning.threads import one_cpu_thread
 
 Tensor = torch.Tensor
 
@@ -36,22 +36,6 @@ MINIBATCH_KEYS = ("amp_obs", "amp_obs_replay", "amp_obs_demo")
 """Minibatch keys the discriminator update reads: agent samples of the rollout, of the replay buffer, demos."""
 
 _REWARD_CHUNK = 65536  # rows per discriminator forward when rewarding a whole iteration
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """One intra-op thread for the per-step work on CPU, as ``HumanoidTracking.step`` does: the tensors are a few
-    envs' worth, and idle OpenMP workers next to MuJoCo's threads made these ops several times slower (measured
-    2 ms vs 12-95 ms per reset batch's demo history on a loaded 2-core machine)."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class DiscriminatorPolicy(Protocol):
@@ -95,7 +79,7 @@ class AMPCollector:
         """Before an iteration's first step: envs reset since the last step (``progress == 0``: a fresh start, a
         resampling, or the auto-reset of the last step) start their history on their reference motion."""
         n = env.num_envs
-        with _one_cpu_thread(env.device):
+        with one_cpu_thread(env.device):
             fresh = env.progress == 0
             reference = self._reference_frames(env, torch.arange(n, device=env.device))
             self.frames = reference if self.frames is None else torch.where(fresh[:, None, None], reference,
@@ -105,7 +89,7 @@ class AMPCollector:
     def record(self, t: int, result: StepResult, env: HumanoidTracking) -> None:
         """Push the step's state features onto every env's history, keep the stacked sample of step ``t``, then
         restart the histories of the envs the step reset."""
-        with _one_cpu_thread(env.device):
+        with one_cpu_thread(env.device):
             features = result.info[STEP_FEATURES_KEY]
             self.frames = torch.cat([features.unsqueeze(1), self.frames[:, :-1]], dim=1)
             self.obs[t] = self.frames.flatten(1)
@@ -144,7 +128,7 @@ class AMPCollector:
         indices are shuffled already), as many from the replay buffer and freshly drawn demos."""
         rows = self.batch_rows
         agent = self.obs.flatten(0, 1)[mb_inds[:rows].to(self.obs.device)]
-        with _one_cpu_thread(self.device):  # also faster at 2048 rows on 2 busy cores (254 vs 755 ms)
+        with one_cpu_thread(self.device):  # also faster at 2048 rows on 2 busy cores (254 vs 755 ms)
             demo = sample_demo_amp_obs(self.motions, rows, self.history, self.control_dt, self.demo_generator)
         return {"amp_obs": agent, "amp_obs_replay": self.replay.sample(rows), "amp_obs_demo": demo}
 

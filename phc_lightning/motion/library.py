@@ -40,6 +40,7 @@ from phc_lightning.motion import fk
 from phc_lightning.motion.formats import RawMotion, check_unique_keys, load_motion_file, validate_motion
 from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
 from phc_lightning.sim.base import SimState
+from phc_lightning.threads import one_cpu_thread
 
 Tensor = torch.Tensor
 _FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel")
@@ -284,9 +285,13 @@ class MotionLibrary:
 
         fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
         num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
-        return compute_motion_frames(
-            cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height, self.velocity_smoothing, self.max_dof_vel
-        )
+        # One thread: with two, the hinge angles came out different (by up to 3e-5 rad) from one process to the next,
+        # so no two runs of one config trained on the same references.
+        with one_cpu_thread(self.device):
+            return compute_motion_frames(
+                cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height, self.velocity_smoothing,
+                self.max_dof_vel,
+            )
 
     @property
     def total_frames(self) -> int:

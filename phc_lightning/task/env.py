@@ -28,6 +28,7 @@ from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, compute_obs
 from phc_lightning.task.rewards import RewardManager, reward_inputs
 from phc_lightning.task.terminations import eval_failure, motion_finished, train_failure
+from phc_lightning.threads import one_cpu_thread
 
 if TYPE_CHECKING:
     from phc_lightning.motion.library import MotionLibrary
@@ -146,16 +147,10 @@ class HumanoidTracking:
 
     def step(self, pd_targets: Tensor) -> StepResult:
         """Advance every env one control step towards hinge targets ``pd_targets (N, 69)`` (radians)."""
-        if self.device.type != "cpu":
-            return self._step(pd_targets)
         # The env's tensors are small: splitting each op over CPU threads costs more than it saves, and idle
         # OpenMP workers spinning next to MuJoCo's own threads slow the physics down. One thread here.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_cpu_thread(self.device):
             return self._step(pd_targets)
-        finally:
-            torch.set_num_threads(threads)
 
     def _step(self, pd_targets: Tensor) -> StepResult:
         if tuple(pd_targets.shape) != (self.num_envs, self.num_dofs):
