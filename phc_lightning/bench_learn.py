@@ -157,6 +157,43 @@ def stability(evals: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"max_success_drop": worst_drop, "best_num_success": best}
 
 
+CLIPFRAC_BOUND = 0.3
+"""Clip fraction an iteration should stay under (PPO's usual sign that updates leave the trust region)."""
+
+
+def trust_region(curve: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """approx KL and clipfrac over the iterations: mean, max, and the share of iterations under the clipfrac bound."""
+    out: Dict[str, Any] = {"clipfrac_bound": CLIPFRAC_BOUND}
+    for key in ("approx_kl", "clipfrac"):
+        rows = [row for row in curve if row.get(key) is not None]
+        values = [row[key] for row in rows]
+        out[f"{key}_mean"] = sum(values) / len(values) if rows else None
+        out[f"{key}_max"] = max(values) if rows else None
+    clipped = [row for row in curve if row.get("clipfrac") is not None]
+    out["clipfrac_max_epoch"] = max(clipped, key=lambda r: r["clipfrac"])["epoch"] if clipped else None
+    out["clipfrac_below_bound"] = (
+        sum(r["clipfrac"] < CLIPFRAC_BOUND for r in clipped) / len(clipped) if clipped else None
+    )
+    return out
+
+
+def _print_summary(summary: Dict[str, Any]) -> None:
+    stab, tr = summary["stability"], summary["trust_region"]
+
+    def f(value: Optional[float], spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    Console().print(
+        f"stability: best {stab['best_num_success']} motions, largest drop below the best so far "
+        f"{stab['max_success_drop']}  |  approx KL mean {f(tr['approx_kl_mean'], '.4f')} max "
+        f"{f(tr['approx_kl_max'], '.4f')}  |  clipfrac mean {f(tr['clipfrac_mean'], '.3f')} max "
+        f"{f(tr['clipfrac_max'], '.3f')} (epoch {tr['clipfrac_max_epoch']}), under {tr['clipfrac_bound']} in "
+        f"{f(None if tr['clipfrac_below_bound'] is None else 100 * tr['clipfrac_below_bound'], '.1f')} % of "
+        f"iterations",
+        highlight=False, soft_wrap=True,
+    )
+
+
 def bench_learn(
     config: str,
     overrides: List[str],
@@ -198,9 +235,11 @@ def bench_learn(
         "final": recorder.final,
         "zero_action_baseline": recorder.baseline,
         "stability": stability(recorder.evals),
+        "trust_region": trust_region(recorder.curve),
         "evaluations": recorder.evals,
         "curve": recorder.curve,
     }
+    _print_summary(summary)
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

@@ -137,6 +137,9 @@ def test_bench_learn_writes_the_curve_the_evaluations_and_the_zero_action_baseli
         assert len(record["motions"]) == 7 and 0.0 <= record["success_rate"] <= 1.0
         assert record["num_success"] == sum(m["success"] for m in record["motions"])
     assert summary["stability"]["max_success_drop"] >= 0
+    clipfracs = [row["clipfrac"] for row in summary["curve"]]
+    assert summary["trust_region"]["clipfrac_max"] == max(clipfracs)
+    assert "stability: best" in run.stdout and "clipfrac mean" in run.stdout
     assert not (tmp_path / "runs").exists() and not (tmp_path / "config.yaml").exists()  # no run directory touched
 
 
@@ -145,3 +148,16 @@ def test_bench_learn_stability_is_the_largest_drop_below_the_best_so_far() -> No
 
     evals = [{"num_success": n} for n in (1, 4, 3, 5, 2, 5)]
     assert stability(evals) == {"max_success_drop": 3, "best_num_success": 5}
+
+
+def test_bench_learn_trust_region_summarises_kl_and_clipfrac_over_the_iterations() -> None:
+    from phc_lightning.bench_learn import trust_region
+
+    curve = [{"epoch": e, "approx_kl": kl, "clipfrac": cf}
+             for e, (kl, cf) in enumerate([(0.01, 0.1), (0.04, 0.35), (0.02, 0.2), (0.03, None)])]
+    tr = trust_region(curve)
+    assert tr["approx_kl_mean"] == pytest.approx(0.025) and tr["approx_kl_max"] == 0.04
+    assert tr["clipfrac_max"] == 0.35 and tr["clipfrac_max_epoch"] == 1
+    assert tr["clipfrac_mean"] == pytest.approx(0.65 / 3)
+    assert tr["clipfrac_below_bound"] == pytest.approx(2 / 3)  # an iteration without a clipfrac does not count
+    assert trust_region([])["clipfrac_max"] is None
