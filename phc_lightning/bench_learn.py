@@ -163,18 +163,18 @@ CLIPFRAC_BOUND = 0.3
 
 def trust_region(curve: List[Dict[str, Any]]) -> Dict[str, Any]:
     """approx KL and clipfrac over the iterations: mean, max, and the share of iterations under the clipfrac bound."""
-    out: Dict[str, Any] = {"clipfrac_bound": CLIPFRAC_BOUND}
-    for key in ("approx_kl", "clipfrac"):
-        rows = [row for row in curve if row.get(key) is not None]
-        values = [row[key] for row in rows]
-        out[f"{key}_mean"] = sum(values) / len(values) if rows else None
-        out[f"{key}_max"] = max(values) if rows else None
+    kl = [row["approx_kl"] for row in curve if row.get("approx_kl") is not None]
     clipped = [row for row in curve if row.get("clipfrac") is not None]
-    out["clipfrac_max_epoch"] = max(clipped, key=lambda r: r["clipfrac"])["epoch"] if clipped else None
-    out["clipfrac_below_bound"] = (
-        sum(r["clipfrac"] < CLIPFRAC_BOUND for r in clipped) / len(clipped) if clipped else None
-    )
-    return out
+    cf = [row["clipfrac"] for row in clipped]
+    return {
+        "approx_kl_mean": sum(kl) / len(kl) if kl else None,
+        "approx_kl_max": max(kl) if kl else None,
+        "clipfrac_mean": sum(cf) / len(cf) if cf else None,
+        "clipfrac_max": max(cf) if cf else None,
+        "clipfrac_max_epoch": max(clipped, key=lambda row: row["clipfrac"])["epoch"] if cf else None,
+        "clipfrac_below_bound": sum(v < CLIPFRAC_BOUND for v in cf) / len(cf) if cf else None,
+        "clipfrac_bound": CLIPFRAC_BOUND,
+    }
 
 
 def _print_summary(summary: Dict[str, Any]) -> None:
