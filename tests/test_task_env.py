@@ -215,6 +215,29 @@ def test_same_seed_reproduces_motions_and_start_times_and_rng_state_restores(mot
     b.close()
 
 
+def test_start_init_prob_starts_that_share_of_training_resets_at_frame_zero(motions):
+    everyone = make_env(motions, start_init_prob=1.0)
+    everyone.reset()
+    assert (everyone.motion_times == 0).all()
+    sim = everyone.backend.state()
+    ref = motions.get_state(everyone.motion_ids, torch.zeros(NUM_ENVS))
+    assert (sim.body_pos - ref.body_pos).norm(dim=-1).max() < 1e-3
+    everyone.close()
+    # 0 is PHC's uniform reference state init: starts anywhere in the clip, (almost surely) never at frame 0.
+    phc, half = make_env(motions, seed=3), make_env(motions, seed=3, start_init_prob=0.5)
+    starts_phc, starts_half = [], []
+    for _ in range(50):
+        phc.reset()
+        starts_phc.append(phc.motion_times.clone())
+        half.reset()
+        starts_half.append(half.motion_times.clone())
+    phc_zero = (torch.cat(starts_phc) == 0).float().mean()
+    half_zero = (torch.cat(starts_half) == 0).float().mean()
+    assert phc_zero == 0 and 0.35 < half_zero < 0.65
+    phc.close()
+    half.close()
+
+
 def test_bad_pd_targets_and_motion_ids_raise_one_line_errors(motions):
     env = make_env(motions)
     env.reset()

@@ -143,6 +143,8 @@ def test_task_config_rejects_negative_or_non_finite_values():
         TaskConfig(termination_distance=0.0)
     with pytest.raises(ValueError, match="data.task.w_rot"):
         TaskConfig(w_rot=float("nan"))
+    with pytest.raises(ValueError, match=r"data.task.start_init_prob: must be in \[0, 1\]"):
+        TaskConfig(start_init_prob=1.5)
 
 
 def test_train_failure_triggers_on_any_single_body_beyond_threshold():

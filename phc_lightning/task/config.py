@@ -42,6 +42,9 @@ class TaskConfig:
         termination_distance: training failure when any body is farther than this from the reference, m.
         eval_failure_distance: evaluation failure when the mean over the 20 eval bodies exceeds this, m.
         termination_grace_steps: failure is only tested once more than this many steps ran (PHC: 1).
+        start_init_prob: share of training resets that start at the beginning of their motion rather than at a
+            uniform random time (ASE/AMP's hybrid state init; PHC: 0, every reset at a random time). Evaluation
+            starts every motion at 0, and a start from rest can be the hardest part of a clip to learn.
     """
 
     w_pos: float = 0.5
@@ -58,6 +61,7 @@ class TaskConfig:
     termination_distance: float = 0.25
     eval_failure_distance: float = 0.5
     termination_grace_steps: int = 1
+    start_init_prob: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject values that would silently give a meaningless reward or termination."""
@@ -70,6 +74,8 @@ class TaskConfig:
         for name in ("termination_distance", "eval_failure_distance"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.task.{name}: must be > 0 metres, got {getattr(self, name)!r}")
+        if self.start_init_prob > 1:
+            raise ConfigError(f"data.task.start_init_prob: must be in [0, 1], got {self.start_init_prob!r}")
 
     def reward_terms(self) -> Dict[str, RewardTerm]:
         """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""

@@ -286,6 +286,9 @@ class HumanoidTracking:
             times = torch.zeros(env_ids.numel(), device=self.device)
         else:
             times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
+            if self.config.start_init_prob > 0:  # no extra draw at 0, so PHC's setting keeps its random stream
+                at_start = torch.rand(ids.shape, generator=self.generator, device=self.device)
+                times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
         self.motion_start_times[env_ids] = times
         self.motion_times[env_ids] = times
         self.progress[env_ids] = 0
