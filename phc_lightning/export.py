@@ -37,7 +37,9 @@ from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
 
 Tensor = torch.Tensor
 
-DEFAULT_TOLERANCE = 1e-5
+# 1e-4 rad: onnxruntime and torch sum the float32 products in other orders; on PD targets near pi through an LSTM
+# the largest difference over 256 random rows was seen at 1.4e-5, far below anything a PD controller resolves.
+DEFAULT_TOLERANCE = 1e-4
 OPSET = 17
 
 

@@ -61,15 +61,17 @@ def add_pipeline_verbs(verbs: Any) -> None:
     export = verbs.add_parser("export", help="deterministic policy -> ONNX (normalizer and action interface inside)")
     export.add_argument("--ckpt_path", required=True)
     export.add_argument("--out", required=True, help="output .onnx")
-    export.add_argument("--tolerance", type=float, default=1e-5, help="largest onnxruntime vs torch difference")
+    export.add_argument("--tolerance", type=float, default=None,
+                        help="largest onnxruntime vs torch difference (default 1e-4, export.DEFAULT_TOLERANCE)")
 
 
 def run_pipeline_verb(ns: argparse.Namespace) -> int:
     """Run a verb added by this module; returns the exit code."""
     if ns.verb == "export":
-        from phc_lightning.export import export_onnx
+        from phc_lightning.export import DEFAULT_TOLERANCE, export_onnx
 
-        diff = export_onnx(ns.ckpt_path, ns.out, tolerance=ns.tolerance)
+        tolerance = DEFAULT_TOLERANCE if ns.tolerance is None else ns.tolerance
+        diff = export_onnx(ns.ckpt_path, ns.out, tolerance=tolerance)
         print(f"wrote {ns.out} (onnxruntime vs torch: max |diff| {diff:.2e})")
         return 0
     if ns.verb == "render":
