@@ -33,6 +33,7 @@ CURVE_KEYS = {
     "learning_rate": "charts/learning_rate",
     "action_std": "charts/action_std",
     "value_loss": "losses/value",
+    "update_fraction": "charts/update_fraction",
 }
 """Curve column -> logged metric it comes from."""
 
@@ -133,7 +134,7 @@ class LearnRecorder(L.Callback):
             f"epoch {row['epoch']:4d}  steps {row['env_steps']:>9,}  train {row['train_minutes']:5.1f} min  "
             f"len {f('episode_length', '6.1f')}  ret {f('episode_return', '6.2f')}  "
             f"ev {f('explained_variance', '5.2f')}  kl {f('approx_kl', '.4f')}  clip {f('clipfrac', '.3f')}  "
-            f"lr {f('learning_rate', '.1e')}  std {f('action_std', '.3f')}"
+            f"lr {f('learning_rate', '.1e')}  std {f('action_std', '.3f')}  upd {f('update_fraction', '.2f')}"
         )
 
     def _print_eval(self, title: str, record: Dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from torch import nn
 
 from phc_lightning import skeleton
 from phc_lightning.errors import ConfigError
+from phc_lightning.networks import set_mlp_dtype
 from phc_lightning.task.actions import ACTION_INTERFACE_KEYS
 
 Tensor = torch.Tensor
@@ -123,6 +124,9 @@ def export_onnx(ckpt_path: str, out: str, tolerance: float = DEFAULT_TOLERANCE, 
     if out_path.suffix.lower() != ".onnx":
         raise ConfigError(f"--out: {out_path} must end in .onnx")
     module, ckpt = load_checkpoint_module(ckpt_path)
+    # Runtimes take float32 graphs: a policy trained with bfloat16 products (model.mlp_dtype) is exported, and
+    # checked, with the same weights in float32 (its actions differ from training's by bfloat16 rounding only).
+    set_mlp_dtype(module.policy, None)
     policy = DeployedPolicy(module).eval()
     obs_dim = int(module.hparams.obs_dim)
     names = policy.input_names
@@ -191,6 +195,7 @@ def _add_metadata(path: Path, policy: DeployedPolicy, obs_dim: int, ckpt: Dict[s
         "dof_names": json.dumps(list(skeleton.DOF_NAMES)),
         "control_dt": repr(skeleton.CONTROL_DT),
         "action_interface": json.dumps({k: module.hparams.get(k) for k in ACTION_INTERFACE_KEYS}),
+        "trained_mlp_dtype": str(module.hparams.get("mlp_dtype", "float32")),  # the graph itself is float32
         "env_steps": str(int(ckpt.get("state_dict", {}).get("env_steps", torch.zeros(())).item())),
     }
     if policy.state_size:

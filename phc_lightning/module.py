@@ -93,6 +93,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         init_from: Optional[str] = None,
         recurrent: Optional[Literal["actor", "critic", "both"]] = None,
         lstm_hidden: PositiveInt = 512,
+        mlp_dtype: Literal["float32", "bfloat16"] = "float32",
         amp: AMPConfig = AMPConfig(),  # noqa: B008 - frozen, so one shared default is safe
     ) -> None:
         """Build networks and normalizer.
@@ -136,6 +137,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
                 is carried by the rollout and reset at its episode boundaries, see :mod:`phc_lightning.recurrent`);
                 null: plain MLPs.
             lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
+            mlp_dtype: matrix-product dtype of the actor and critic MLPs (``bfloat16``: autocast, float32 weights;
+                PHC: float32). Rollout, update and evaluation all use it.
             amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
                 in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
         """
@@ -160,6 +163,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             layer_norm=layer_norm,
             init_log_std=init_log_std,
             learnable_log_std=learnable_log_std,
+            mlp_dtype=mlp_dtype,
         )
         self.recurrent_state_size: int = int(getattr(self.policy, "state_size", 0))
         """Width of each env's recurrent state (0: no LSTM), see :meth:`act_step`."""

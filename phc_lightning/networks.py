@@ -8,7 +8,7 @@ The policy is a diagonal Gaussian whose mean comes from the actor MLP and whose 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -110,10 +110,20 @@ class MLP(nn.Sequential):
 
     Layout (puffer-phc): ``Linear, SiLU, ..., Linear, [LayerNorm], SiLU, head Linear``; the LayerNorm sits
     before the last hidden activation. Hidden layers use gain sqrt(2), the head ``out_gain``.
+
+    With ``compute_dtype`` (bfloat16) the forward runs under autocast: weights stay float32 (so do Adam and the
+    checkpoint), the matrix products run in that dtype, the output comes back float32. Rollout, update and
+    evaluation all go through this forward, so the stored log-probs and the recomputed ones agree.
     """
 
     def __init__(
-        self, in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool = True, out_gain: float = 1.0
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        layer_norm: bool = True,
+        out_gain: float = 1.0,
+        compute_dtype: Optional[torch.dtype] = None,
     ) -> None:
         """Build the stack.
 
@@ -123,6 +133,7 @@ class MLP(nn.Sequential):
             out_dim: output size.
             layer_norm: insert ``LayerNorm`` before the last hidden activation.
             out_gain: orthogonal gain of the head (0.01 for the action mean, 1.0 for the value).
+            compute_dtype: autocast dtype of the forward (None: plain float32).
         """
         hidden = [int(h) for h in hidden]
         if in_dim <= 0 or out_dim <= 0 or any(h <= 0 for h in hidden):
@@ -136,6 +147,18 @@ class MLP(nn.Sequential):
             layers.append(nn.SiLU())
         layers.append(layer_init(nn.Linear(sizes[-1], out_dim), gain=out_gain))
         super().__init__(*layers)
+        self.compute_dtype = compute_dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_dim] -> [B, out_dim]`` float32."""
+        if self.compute_dtype is None:
+            return super().forward(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
+            return super().forward(x).float()
+
+
+MLP_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+"""``model.mlp_dtype`` choices -> the MLPs' autocast dtype."""
 
 
 class ActorCritic(nn.Module):
@@ -154,6 +177,7 @@ class ActorCritic(nn.Module):
         layer_norm: bool = True,
         init_log_std: float = -2.9,
         learnable_log_std: bool = False,
+        mlp_dtype: str = "float32",
     ) -> None:
         """Build both networks.
 
@@ -165,10 +189,12 @@ class ActorCritic(nn.Module):
             layer_norm: LayerNorm before the last hidden activation of both MLPs.
             init_log_std: initial (or fixed) log standard deviation of every action dimension.
             learnable_log_std: train ``log_std`` with the policy instead of keeping it fixed.
+            mlp_dtype: a key of :data:`MLP_DTYPES`, the matrix-product dtype of both MLPs.
         """
         super().__init__()
-        self.actor = MLP(obs_dim, actor_hidden, action_dim, layer_norm, out_gain=0.01)
-        self.critic = MLP(obs_dim, critic_hidden, 1, layer_norm, out_gain=1.0)
+        dtype = mlp_compute_dtype(mlp_dtype)
+        self.actor = MLP(obs_dim, actor_hidden, action_dim, layer_norm, out_gain=0.01, compute_dtype=dtype)
+        self.critic = MLP(obs_dim, critic_hidden, 1, layer_norm, out_gain=1.0, compute_dtype=dtype)
         add_log_std(self, action_dim, init_log_std, learnable_log_std)
 
     def distribution(self, obs_norm: Tensor) -> torch.distributions.Normal:
@@ -180,6 +206,20 @@ class ActorCritic(nn.Module):
     def value(self, obs_norm: Tensor) -> Tensor:
         """Critic value ``[B, D] -> [B]``."""
         return self.critic(obs_norm).squeeze(-1)
+
+
+def mlp_compute_dtype(name: str) -> Optional[torch.dtype]:
+    """The autocast dtype for ``model.mlp_dtype``; a ValueError naming the field for anything else."""
+    if name not in MLP_DTYPES:
+        raise ValueError(f"model.mlp_dtype must be one of {sorted(MLP_DTYPES)}, got {name!r}")
+    return MLP_DTYPES[name]
+
+
+def set_mlp_dtype(policy: nn.Module, dtype: Optional[torch.dtype]) -> None:
+    """Set the autocast dtype of every :class:`MLP` inside ``policy`` (None: plain float32)."""
+    for module in policy.modules():
+        if isinstance(module, MLP):
+            module.compute_dtype = dtype
 
 
 def add_log_std(module: nn.Module, action_dim: int, init_log_std: float, learnable: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from phc_lightning.networks import MLP, ActorCritic, add_log_std
+from phc_lightning.networks import MLP, ActorCritic, add_log_std, mlp_compute_dtype
 
 Tensor = torch.Tensor
 
@@ -94,6 +94,7 @@ class RecurrentActorCritic(nn.Module):
         layer_norm: bool = True,
         init_log_std: float = -2.9,
         learnable_log_std: bool = False,
+        mlp_dtype: str = "float32",
     ) -> None:
         """Build both networks; ``recurrent`` is one of :data:`RECURRENT_CHOICES`, the rest as ActorCritic."""
         if recurrent not in RECURRENT_CHOICES:
@@ -103,8 +104,10 @@ class RecurrentActorCritic(nn.Module):
         self.critic_memory = LSTMMemory(obs_dim, lstm_hidden) if recurrent in ("critic", "both") else None
         actor_in = obs_dim if self.actor_memory is None else lstm_hidden
         critic_in = obs_dim if self.critic_memory is None else lstm_hidden
-        self.actor = MLP(actor_in, actor_hidden, action_dim, layer_norm, out_gain=0.01)
-        self.critic = MLP(critic_in, critic_hidden, 1, layer_norm, out_gain=1.0)
+        # The LSTMs stay float32; only the MLP heads follow mlp_dtype.
+        dtype = mlp_compute_dtype(mlp_dtype)
+        self.actor = MLP(actor_in, actor_hidden, action_dim, layer_norm, out_gain=0.01, compute_dtype=dtype)
+        self.critic = MLP(critic_in, critic_hidden, 1, layer_norm, out_gain=1.0, compute_dtype=dtype)
         add_log_std(self, action_dim, init_log_std, learnable_log_std)
         self.actor_state_size = 0 if self.actor_memory is None else self.actor_memory.state_size
         self.critic_state_size = 0 if self.critic_memory is None else self.critic_memory.state_size
@@ -165,7 +168,7 @@ def make_actor_critic(
     critic_hidden: Sequence[int],
     recurrent: Optional[str],
     lstm_hidden: int,
-    **kwargs: Union[bool, float],
+    **kwargs: Union[bool, float, str],
 ) -> nn.Module:
     """The plain :class:`ActorCritic` when ``recurrent`` is None (bit for bit the MLP policy), else the LSTM one."""
     if recurrent is None:

@@ -18,10 +18,10 @@ from phc_lightning.module import PHCModule
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
-def trained_looking_checkpoint(path: Path, residual: bool) -> PHCModule:
+def trained_looking_checkpoint(path: Path, residual: bool, mlp_dtype: str = "float32") -> PHCModule:
     """A small module with non-trivial normalizer statistics and weights, saved like a Lightning checkpoint."""
     torch.manual_seed(0)
-    module = PHCModule(actor_hidden=[64, 32], critic_hidden=[16], residual_actions=residual)
+    module = PHCModule(actor_hidden=[64, 32], critic_hidden=[16], residual_actions=residual, mlp_dtype=mlp_dtype)
     module.obs_norm.update(torch.randn(500, 934) * 2.0 + 0.5)
     with torch.no_grad():
         for p in module.policy.actor.parameters():
@@ -56,6 +56,24 @@ def test_onnx_equals_torch_on_random_observations(tmp_path: Path, residual: bool
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["obs_dim"] == "934"
     assert json.loads(meta["action_interface"])["residual_actions"] is residual
+
+
+def test_a_bfloat16_trained_policy_exports_as_the_float32_graph_of_its_weights(tmp_path: Path) -> None:
+    module = trained_looking_checkpoint(tmp_path / "m.ckpt", residual=False, mlp_dtype="bfloat16")
+    out = tmp_path / "policy.onnx"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt_path", str(tmp_path / "m.ckpt"), "--out", str(out)])
+    assert exit_info.value.code == 0
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    obs = torch.randn(33, 934, generator=torch.Generator().manual_seed(7)) * 4.0
+    (actions,) = session.run(["actions"], {"obs": obs.numpy()})
+    with torch.no_grad():
+        trained, _, _ = module.act(obs, deterministic=True)
+        module.policy.actor.compute_dtype = None
+        float32, _, _ = module.act(obs, deterministic=True)
+    assert np.abs(actions - float32.numpy()).max() < 1e-5
+    assert 0.0 < np.abs(actions - trained.numpy()).max() < 0.05  # training's bfloat16 rounding, nothing more
+    assert session.get_modelmeta().custom_metadata_map["trained_mlp_dtype"] == "bfloat16"
 
 
 def test_bad_checkpoint_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

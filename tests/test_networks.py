@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from phc_lightning.networks import MLP, ActorCritic, RunningNorm
+from phc_lightning.networks import MLP, ActorCritic, RunningNorm, set_mlp_dtype
 
 
 def test_running_norm_matches_numpy_over_uneven_batches():
@@ -96,3 +96,26 @@ def test_actor_critic_fixed_and_learnable_log_std():
     dist = learnable.distribution(obs)
     dist.entropy().sum().backward()
     assert learnable.log_std.grad is not None and torch.all(learnable.log_std.grad > 0)
+
+
+def test_bfloat16_mlp_rounds_its_products_but_keeps_float32_weights_outputs_and_grads():
+    torch.manual_seed(0)
+    mlp = MLP(934, [64, 32], 8, out_gain=1.0)
+    x = torch.randn(256, 934)
+    want = mlp(x)
+    set_mlp_dtype(mlp, torch.bfloat16)
+    got = mlp(x)
+    assert got.dtype == torch.float32 and all(p.dtype == torch.float32 for p in mlp.parameters())
+    error = (got - want).abs().max().item()
+    assert 0.0 < error < 0.05 * want.abs().max().item()  # bfloat16 rounding: different, but only by rounding
+    assert torch.equal(mlp(x[:7]), got[:7])  # a row's output does not depend on the batch it sits in
+    got.square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mlp.parameters())
+
+
+def test_actor_critic_mlp_dtype_reaches_both_mlps_and_rejects_unknown_names():
+    policy = ActorCritic(6, 3, [16], [16], mlp_dtype="bfloat16")
+    assert policy.actor.compute_dtype == torch.bfloat16 and policy.critic.compute_dtype == torch.bfloat16
+    assert ActorCritic(6, 3, [16], [16]).actor.compute_dtype is None
+    with pytest.raises(ValueError, match="model.mlp_dtype"):
+        ActorCritic(6, 3, [16], [16], mlp_dtype="float16")

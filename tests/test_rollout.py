@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
+import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
@@ -158,7 +159,8 @@ def test_an_env_the_backend_had_to_reset_bootstraps_from_its_last_sane_value(tmp
     env.close()
 
 
-def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tmp_path) -> None:
+@pytest.mark.parametrize("mlp_dtype", ["float32", "bfloat16"])
+def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tmp_path, mlp_dtype: str) -> None:
     import lightning as L
 
     from phc_lightning.data import PHCDataModule
@@ -171,7 +173,7 @@ def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tm
 
     dm = PHCDataModule(num_envs=8, num_threads=1, horizon=8, update_epochs=2, num_minibatches=2)
     module = PHCModule(actor_hidden=[32], critic_hidden=[32], residual_actions=True, action_scale=0.5,
-                       learning_rate=1e-3)
+                       learning_rate=1e-3, mlp_dtype=mlp_dtype)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[RecordKL()],
                         default_root_dir=str(tmp_path))
