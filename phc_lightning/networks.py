@@ -8,7 +8,7 @@ The policy is a diagonal Gaussian whose mean comes from the actor MLP and whose 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -192,9 +192,9 @@ class ActorCritic(nn.Module):
             mlp_dtype: a key of :data:`MLP_DTYPES`, the matrix-product dtype of both MLPs.
         """
         super().__init__()
-        dtype = mlp_compute_dtype(mlp_dtype)
-        self.actor = MLP(obs_dim, actor_hidden, action_dim, layer_norm, out_gain=0.01, compute_dtype=dtype)
-        self.critic = MLP(obs_dim, critic_hidden, 1, layer_norm, out_gain=1.0, compute_dtype=dtype)
+        self.actor, self.critic = actor_critic_mlps(
+            obs_dim, obs_dim, actor_hidden, critic_hidden, action_dim, layer_norm, mlp_dtype
+        )
         add_log_std(self, action_dim, init_log_std, learnable_log_std)
 
     def distribution(self, obs_norm: Tensor) -> torch.distributions.Normal:
@@ -208,11 +208,26 @@ class ActorCritic(nn.Module):
         return self.critic(obs_norm).squeeze(-1)
 
 
-def mlp_compute_dtype(name: str) -> Optional[torch.dtype]:
-    """The autocast dtype for ``model.mlp_dtype``; a ValueError naming the field for anything else."""
-    if name not in MLP_DTYPES:
-        raise ValueError(f"model.mlp_dtype must be one of {sorted(MLP_DTYPES)}, got {name!r}")
-    return MLP_DTYPES[name]
+def actor_critic_mlps(
+    actor_in: int,
+    critic_in: int,
+    actor_hidden: Sequence[int],
+    critic_hidden: Sequence[int],
+    action_dim: int,
+    layer_norm: bool,
+    mlp_dtype: str,
+) -> Tuple[MLP, MLP]:
+    """The actor (action mean, head gain 0.01) and critic (value, gain 1.0) MLPs of both policy kinds.
+
+    Raises:
+        ValueError: ``mlp_dtype`` is not a key of :data:`MLP_DTYPES` (the message names ``model.mlp_dtype``).
+    """
+    if mlp_dtype not in MLP_DTYPES:
+        raise ValueError(f"model.mlp_dtype must be one of {sorted(MLP_DTYPES)}, got {mlp_dtype!r}")
+    dtype = MLP_DTYPES[mlp_dtype]
+    actor = MLP(actor_in, actor_hidden, action_dim, layer_norm, out_gain=0.01, compute_dtype=dtype)
+    critic = MLP(critic_in, critic_hidden, 1, layer_norm, out_gain=1.0, compute_dtype=dtype)
+    return actor, critic
 
 
 def set_mlp_dtype(policy: nn.Module, dtype: Optional[torch.dtype]) -> None:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from phc_lightning.networks import MLP, ActorCritic, add_log_std, mlp_compute_dtype
+from phc_lightning.networks import ActorCritic, actor_critic_mlps, add_log_std
 
 Tensor = torch.Tensor
 
@@ -105,9 +105,9 @@ class RecurrentActorCritic(nn.Module):
         actor_in = obs_dim if self.actor_memory is None else lstm_hidden
         critic_in = obs_dim if self.critic_memory is None else lstm_hidden
         # The LSTMs stay float32; only the MLP heads follow mlp_dtype.
-        dtype = mlp_compute_dtype(mlp_dtype)
-        self.actor = MLP(actor_in, actor_hidden, action_dim, layer_norm, out_gain=0.01, compute_dtype=dtype)
-        self.critic = MLP(critic_in, critic_hidden, 1, layer_norm, out_gain=1.0, compute_dtype=dtype)
+        self.actor, self.critic = actor_critic_mlps(
+            actor_in, critic_in, actor_hidden, critic_hidden, action_dim, layer_norm, mlp_dtype
+        )
         add_log_std(self, action_dim, init_log_std, learnable_log_std)
         self.actor_state_size = 0 if self.actor_memory is None else self.actor_memory.state_size
         self.critic_state_size = 0 if self.critic_memory is None else self.critic_memory.state_size
