@@ -93,7 +93,7 @@ def test_info_prints_totals_fps_and_length_histogram(capsys: pytest.CaptureFixtu
         main(["motions", "info", BUNDLED_MOTIONS])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "7 motions, 1012 frames, 33.5 s" in out and "fps: 30 (7 motions)" in out and "length histogram" in out
+    assert "7 motions, 1027 frames, 34.0 s" in out and "fps: 30 (7 motions)" in out and "length histogram" in out
     assert length_histogram([1.0, 2.0, 4.9, 100.0]) == [
         ("< 2 s", 1), ("2-5 s", 2), ("5-10 s", 0), ("10-30 s", 0), ("30-60 s", 0), (">= 60 s", 1)
     ]  # fmt: skip

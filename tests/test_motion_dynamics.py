@@ -8,9 +8,11 @@ reference's accelerations; their centre of pressure must lie inside the support 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Dict, Tuple
 
 import mujoco
 import numpy as np
+import pytest
 
 import phc_lightning
 from phc_lightning.motion import BUNDLED_MOTIONS
@@ -48,39 +50,74 @@ def _box_corners(data: mujoco.MjData, model: mujoco.MjModel, gid: int) -> np.nda
     return data.geom_xpos[gid] + (signs * model.geom_size[gid]) @ data.geom_xmat[gid].reshape(3, 3).T
 
 
-def test_every_clip_needs_a_centre_of_pressure_on_its_feet() -> None:
-    model = mujoco.MjModel.from_xml_path(str(Path(phc_lightning.__file__).parent / "assets" / "smpl_humanoid.xml"))
+def _needed_ground_wrench(lib: MotionLibrary, mid: int, model: mujoco.MjModel) -> Tuple[np.ndarray, np.ndarray]:
+    """Per frame of motion ``mid``: the distance (m) of the needed CoP outside the support polygon (NaN in flight),
+    and the ground force's shortfall in body weights: how much it would have to pull (Fz < 0) or exceed the
+    friction cone (mu = 1, the MJCF's). The first and last frames, without central differences, are NaN / 0."""
     data = mujoco.MjData(model)
     feet = [model.geom(f"{s}_{b}").id for s in "LR" for b in ("Ankle", "Toe")]
+    weight = float(model.body_subtreemass[1]) * 9.81
+    f0, n, fps = int(lib.frame_start[mid]), int(lib.num_frames[mid]), float(lib.fps[mid])
+    br = lib.body_rot[f0 : f0 + n].double().numpy()
+    q = np.concatenate(
+        [lib.body_pos[f0 : f0 + n, 0].double().numpy(), br[:, 0, 3:4], br[:, 0, :3],
+         lib.dof_pos[f0 : f0 + n].double().numpy()], 1,
+    )  # fmt: skip
+    v = np.zeros((n, model.nv))
+    for i in range(n - 1):
+        mujoco.mj_differentiatePos(model, v[i], 1.0 / fps, q[i], q[i + 1])
+    dist, shortfall = np.full(n, np.nan), np.zeros(n)
+    for i in range(1, n - 1):
+        data.qpos[:], data.qvel[:] = q[i], 0.5 * (v[i - 1] + v[i])
+        data.qacc[:] = (v[i] - v[i - 1]) * fps
+        mujoco.mj_inverse(model, data)
+        force = data.qfrc_inverse[:3]
+        torque = data.xmat[1].reshape(3, 3) @ data.qfrc_inverse[3:6]
+        down = np.concatenate([_box_corners(data, model, g) for g in feet])
+        down = down[down[:, 2] < 0.005]
+        if len(down) < 3:
+            continue  # flight
+        shortfall[i] = (max(-force[2], 0.0) + max(np.hypot(force[0], force[1]) - max(force[2], 0.0), 0.0)) / weight
+        o = q[i, :3]
+        cop = np.array([o[0] - (torque[1] + o[2] * force[0]) / force[2],
+                        o[1] + (torque[0] - o[2] * force[1]) / force[2]])  # fmt: skip
+        dist[i] = _hull_distance(down[:, :2], cop) if force[2] > 0 else np.inf
+    return dist, shortfall
+
+
+def _median3(x: np.ndarray) -> np.ndarray:
+    """3-frame median (NaN-aware; NaN where all three are): finite-difference accelerations make single frames noisy."""
+    return np.array(
+        [np.nan if np.isnan(w).all() else np.nanmedian(w) for w in (x[max(0, i - 1) : i + 2] for i in range(len(x)))]
+    )
+
+
+@pytest.fixture(scope="module")
+def needed() -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    model = mujoco.MjModel.from_xml_path(str(Path(phc_lightning.__file__).parent / "assets" / "smpl_humanoid.xml"))
     lib = MotionLibrary(BUNDLED_MOTIONS)
-    assert sorted(lib.keys) == sorted(MIN_FEASIBLE)
-    for mid, key in enumerate(lib.keys):
-        f0, n, fps = int(lib.frame_start[mid]), int(lib.num_frames[mid]), float(lib.fps[mid])
-        br = lib.body_rot[f0 : f0 + n].double().numpy()
-        q = np.concatenate(
-            [lib.body_pos[f0 : f0 + n, 0].double().numpy(), br[:, 0, 3:4], br[:, 0, :3],
-             lib.dof_pos[f0 : f0 + n].double().numpy()], 1,
-        )  # fmt: skip
-        v = np.zeros((n, model.nv))
-        for i in range(n - 1):
-            mujoco.mj_differentiatePos(model, v[i], 1.0 / fps, q[i], q[i + 1])
-        dist = np.full(n, np.nan)
-        for i in range(1, n - 1):
-            data.qpos[:], data.qvel[:] = q[i], 0.5 * (v[i - 1] + v[i])
-            data.qacc[:] = (v[i] - v[i - 1]) * fps
-            mujoco.mj_inverse(model, data)
-            force = data.qfrc_inverse[:3]
-            torque = data.xmat[1].reshape(3, 3) @ data.qfrc_inverse[3:6]
-            down = np.concatenate([_box_corners(data, model, g) for g in feet])
-            down = down[down[:, 2] < 0.005]
-            if len(down) < 3:
-                continue  # flight
-            o = q[i, :3]
-            cop = np.array([o[0] - (torque[1] + o[2] * force[0]) / force[2],
-                            o[1] + (torque[0] - o[2] * force[1]) / force[2]])  # fmt: skip
-            dist[i] = _hull_distance(down[:, :2], cop)
-        # A 3-frame median: finite-difference accelerations make single frames noisy.
-        med = np.array([np.nanmedian(w) for w in (dist[max(0, i - 1) : i + 2] for i in range(1, n - 1))
-                        if not np.isnan(w).all()])  # fmt: skip
+    return {key: _needed_ground_wrench(lib, mid, model) for mid, key in enumerate(lib.keys)}
+
+
+def test_every_clip_needs_a_centre_of_pressure_on_its_feet(needed: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> None:
+    assert sorted(needed) == sorted(MIN_FEASIBLE)
+    for key, (dist, _) in needed.items():
+        med = _median3(dist[1:-1])
+        med = med[~np.isnan(med)]
         frac = float((med <= 0.02).mean())
         assert frac >= MIN_FEASIBLE[key], f"{key}: only {frac:.0%} of frames have their CoP on the feet"
+
+
+def test_every_clip_starts_with_ground_forces_the_feet_can_give(
+    needed: Dict[str, Tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """The evaluation starts every clip at frame 0, standing, so the first second must be followable: the ground
+    pushes (never pulls), inside the friction cone, from under the feet. jog used to start moving at once and lift
+    its first foot at 0.25 s, asking the ground to pull the body down for 4 frames and then to push from 20-30 cm
+    behind the heels; the policies learned every part of jog except that start."""
+    for key, (dist, shortfall) in needed.items():
+        second = slice(1, 31)
+        # 3 cm: walk's first heel strike (frame 29) needs its CoP 2.7 cm beyond the toes of the trailing foot.
+        cop_off = _median3(np.nan_to_num(dist[second], nan=0.0)) > 0.03
+        force_off = _median3(shortfall[second]) > 0.05
+        assert not (cop_off | force_off).any(), f"{key}: frames {np.flatnonzero(cop_off | force_off) + 1}"

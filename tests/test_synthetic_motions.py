@@ -189,8 +189,9 @@ def test_walk_and_jog_go_straight_ahead_at_their_speeds(clips: Dict[str, Clip]) 
         n = int(2.0 * clip.fps)
         steady = float(clip.root[-1, 0] - clip.root[-1 - n, 0]) / 2.0
         assert abs(steady - speed) < 0.05 * speed, key
-        # From a standing start the clip covers most of speed x duration.
-        assert float(clip.root[-1, 0] - clip.root[0, 0]) > 0.8 * speed * duration, key
+        # From a standing start (jog: 0.3 s of weight shift, then 1.5 s to reach its speed) the clip covers most of
+        # speed x duration.
+        assert float(clip.root[-1, 0] - clip.root[0, 0]) > 0.75 * speed * duration, key
         assert float(clip.root[:, 1].abs().max()) < 0.1 and abs(_heading_change_deg(clip)) < 15.0, key
 
 
