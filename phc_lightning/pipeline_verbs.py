@@ -45,6 +45,9 @@ def add_motion_verbs(motions: Any) -> None:
     validate.add_argument("--max_speed", type=float, default=12.0, help="m/s of any body between two frames")
     validate.add_argument("--max_angular_speed", type=float, default=40.0, help="rad/s of any body")
     validate.add_argument("--min_frames", type=int, default=10)
+    validate.add_argument("--dynamics", action="store_true",
+                          help="also report stretches that need ground forces this humanoid's feet cannot give "
+                               "(inverse dynamics; warnings)")  # fmt: skip
     preview = motions.add_parser("preview", help="render the humanoid posed on the motions to GIF/MP4 (headless)")
     preview.add_argument("file")
     _video_args(preview)
@@ -94,7 +97,8 @@ def run_pipeline_verb(ns: argparse.Namespace) -> int:
         from phc_lightning.motion.checks import print_validation
 
         return print_validation(ns.file, min_frames=ns.min_frames, floor_tolerance=ns.floor_tolerance,
-                                max_speed=ns.max_speed, max_angular_speed=ns.max_angular_speed)  # fmt: skip
+                                max_speed=ns.max_speed, max_angular_speed=ns.max_angular_speed,
+                                dynamics=ns.dynamics)  # fmt: skip
     from phc_lightning.render.preview import preview_motions
 
     count = preview_motions(ns.file, ns.out, ns.motions, ns.fps, ns.width, ns.height)

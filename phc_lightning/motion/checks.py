@@ -10,7 +10,9 @@ Errors (the command exits with 1 when any is found):
   between two frames (mocap swaps and pops look like this).
 
 Warnings (reported, exit 0): frames where a joint's middle hinge is near 90 degrees, where hinge speeds are
-ill-conditioned (the motion library clamps them; see :func:`~phc_lightning.motion.fk.near_singular_hinges`).
+ill-conditioned (the motion library clamps them; see :func:`~phc_lightning.motion.fk.near_singular_hinges`);
+with ``dynamics=True`` (``--dynamics``), stretches where the reference, played on this humanoid, needs ground
+forces its feet cannot give (:mod:`phc_lightning.motion.dynamics`).
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ def check_motions(
     max_speed: float = DEFAULT_MAX_SPEED,
     max_angular_speed: float = DEFAULT_MAX_ANGULAR_SPEED,
     singular_deg: float = NEAR_SINGULAR_DEG,
+    dynamics: bool = False,
 ) -> List[Problem]:
-    """Frame count, floor, speed and hinge-singularity checks of loaded motions (see the module docstring)."""
+    """Frame count, floor, speed and hinge-singularity checks of loaded motions (see the module docstring), and
+    with ``dynamics`` the inverse-dynamics feasibility of each motion as the env plays it (after the height fix)."""
     problems: List[Problem] = []
     if not motions:
         return problems
@@ -120,6 +124,14 @@ def check_motions(
             max_speed, max_angular_speed, singular_deg,
         )
         problems.extend(Problem(m.key, severity, f"{path}: motion {m.key!r}: {text}") for severity, text in messages)
+    if dynamics:
+        from phc_lightning.motion.dynamics import dynamics_findings
+        from phc_lightning.sim.mujoco_cpu import load_model
+
+        played = MotionLibrary(list(motions))  # the env's defaults: height fix, smoothed velocities
+        for mid, text in dynamics_findings(played, load_model()):
+            key = played.keys[mid]
+            problems.append(Problem(key, "warning", f"{path}: motion {key!r}: {text}"))
     return problems
 
 
