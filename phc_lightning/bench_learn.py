@@ -5,7 +5,8 @@ config's own training callbacks (lr schedule, motion resampling, your own) but n
 directory. Every ``--eval_every`` iterations Lightning's validation loop runs the full PHC evaluation
 (deterministic, every motion once, full length), so failure-driven resampling sees it as in a real run; the clock
 of the budget stops while it evaluates. At the end it evaluates the final policy and the
-zero-action baseline under the same action interface, prints the curve and both tables, and writes a JSON summary.
+zero-action baseline under the same action interface, prints the curve and both tables, and writes a JSON summary;
+with ``--save_ckpt`` also the final policy's checkpoint, for ``phc validate`` / ``render`` / ``export``.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def bench_learn(
     eval_every: int,
     print_every: int,
     out: Optional[str],
+    save_ckpt: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Train from scratch for the budget, evaluate, write and return the summary (see the module docstring)."""
     from phc_lightning.cli import run_cli
@@ -226,10 +228,14 @@ def bench_learn(
     )
     start = time.perf_counter()
     trainer.fit(cli.model, datamodule=cli.datamodule)
+    if save_ckpt:  # the policy the "final" evaluation played, with its action interface and normalizer
+        os.makedirs(os.path.dirname(os.path.abspath(save_ckpt)), exist_ok=True)
+        trainer.save_checkpoint(save_ckpt)
     summary = {
         "config": config,
         "overrides": overrides,
         "budget": {"minutes": minutes, "env_steps": env_steps},
+        "checkpoint": save_ckpt or None,
         "train_minutes": recorder.train_seconds / 60.0,
         "wall_minutes": (time.perf_counter() - start) / 60.0,
         "env_steps": recorder.curve[-1]["env_steps"] if recorder.curve else 0,
@@ -246,4 +252,6 @@ def bench_learn(
         with open(out, "w") as f:
             json.dump(summary, f, indent=1)
         Console().print(f"wrote {out}")
+    if save_ckpt:
+        Console().print(f"wrote {save_ckpt} (phc validate --config {config} --ckpt_path {save_ckpt})")
     return summary

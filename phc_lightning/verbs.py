@@ -57,6 +57,8 @@ def run_extra_verb(argv: List[str]) -> int:
     learn.add_argument("--eval_every", type=int, default=25, help="evaluate every N iterations (0: only at the end)")
     learn.add_argument("--print_every", type=int, default=5, help="print a curve row every N iterations")
     learn.add_argument("--out", default="runs/bench_learn.json", help="JSON summary path")
+    learn.add_argument("--save_ckpt", default=None, metavar="PATH",
+                       help="also write the final policy's checkpoint (phc validate / render / export)")  # fmt: skip
     ns, overrides = parser.parse_known_args(argv)
     if overrides and not (ns.verb == "bench" and ns.action in ("learn", "train")):
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
@@ -81,5 +83,6 @@ def run_extra_verb(argv: List[str]) -> int:
     else:
         from phc_lightning.bench_learn import bench_learn
 
-        bench_learn(ns.config, overrides, ns.minutes, ns.env_steps, ns.eval_every, ns.print_every, ns.out)
+        bench_learn(ns.config, overrides, ns.minutes, ns.env_steps, ns.eval_every, ns.print_every, ns.out,
+                    ns.save_ckpt)
     return 0

@@ -121,8 +121,9 @@ def test_wandb_logger_works_offline(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_learn_writes_the_curve_the_evaluations_and_the_zero_action_baseline(tmp_path: Path) -> None:
     out = tmp_path / "learn.json"
+    ckpt = tmp_path / "final.ckpt"
     run = phc("bench", "learn", "--config", SMOKE, "--env_steps", "384", "--eval_every", "2", "--out", str(out),
-              "--model.learning_rate", "1e-3", cwd=tmp_path)
+              "--save_ckpt", str(ckpt), "--model.learning_rate", "1e-3", cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "zero-action baseline" in run.stdout and "final policy" in run.stdout
     summary = json.loads(out.read_text())
@@ -141,6 +142,13 @@ def test_bench_learn_writes_the_curve_the_evaluations_and_the_zero_action_baseli
     assert summary["trust_region"]["clipfrac_max"] == max(clipfracs)
     assert "stability: best" in run.stdout and "clipfrac mean" in run.stdout
     assert not (tmp_path / "runs").exists() and not (tmp_path / "config.yaml").exists()  # no run directory touched
+    # the saved checkpoint is the policy the final evaluation played: validate plays it to the same errors
+    assert summary["checkpoint"] == str(ckpt)
+    val = phc("validate", "--config", SMOKE, "--ckpt_path", str(ckpt), cwd=tmp_path)
+    assert val.returncode == 0, val.stderr[-3000:]
+    again = json.loads(next((tmp_path / "runs").rglob("validate_summary.json")).read_text())
+    assert again["mpjpe_g"] == pytest.approx(summary["final"]["mpjpe_g"], rel=1e-5)
+    assert again["success_rate"] == summary["final"]["success_rate"]
 
 
 def test_bench_learn_stability_is_the_largest_drop_below_the_best_so_far() -> None:
