@@ -19,14 +19,14 @@ from typing import List, Tuple
 
 import mujoco
 import numpy as np
+import torch
 
-from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.motion.library import MotionLibrary, smooth_over_time
 
 FOOT_GEOMS = ("L_Ankle", "L_Toe", "R_Ankle", "R_Toe")
 DEFAULT_CONTACT_HEIGHT = 0.05  # m: foot corners this close to the floor bear weight (mocap feet float a few cm)
 DEFAULT_COP_TOLERANCE = 0.03  # m beyond the support polygon: finite-difference accelerations are noisy
 DEFAULT_FORCE_TOLERANCE = 0.05  # body weights of pull, friction excess or force in flight
-FRICTION = 1.0  # the MJCF's sliding friction
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def ground_needs(
     data = mujoco.MjData(model)
     feet = [model.geom(name).id for name in FOOT_GEOMS]
     weight = float(model.body_subtreemass[1]) * 9.81
+    friction = float(model.geom_friction[feet[0], 0])  # sliding friction of the soles, as the MJCF sets it
     f0, n, fps = int(lib.frame_start[motion_id]), int(lib.num_frames[motion_id]), float(lib.fps[motion_id])
     rot = lib.body_rot[f0 : f0 + n, 0].double().numpy()  # xyzw -> MuJoCo's wxyz
     root = lib.body_pos[f0 : f0 + n, 0].double().numpy()
@@ -114,7 +115,9 @@ def ground_needs(
     v = np.zeros((n, model.nv))
     for i in range(n - 1):
         mujoco.mj_differentiatePos(model, v[i], 1.0 / fps, q[i], q[i + 1])
-    v[: n - 1] = gaussian_over_time(v[: n - 1], lib.velocity_smoothing)
+    if lib.velocity_smoothing > 0 and n > 2:  # the library's own filter, over this motion's n - 1 differences
+        edges = torch.zeros(n - 1, dtype=torch.long), torch.full((n - 1,), n - 2, dtype=torch.long)
+        v[: n - 1] = smooth_over_time(torch.from_numpy(v[: n - 1]), *edges, lib.velocity_smoothing).numpy()
     cop, vertical, shortfall = np.full(n, np.nan), np.zeros(n), np.zeros(n)
     for i in range(1, n - 1):
         data.qpos[:], data.qvel[:] = q[i], 0.5 * (v[i - 1] + v[i])
@@ -129,7 +132,7 @@ def ground_needs(
             shortfall[i] = float(np.linalg.norm(force)) / weight
             continue
         push = max(force[2], 0.0)
-        shortfall[i] = (max(-force[2], 0.0) + max(np.hypot(force[0], force[1]) - FRICTION * push, 0.0)) / weight
+        shortfall[i] = (max(-force[2], 0.0) + max(np.hypot(force[0], force[1]) - friction * push, 0.0)) / weight
         if force[2] <= 0:
             cop[i] = np.inf
             continue
@@ -139,17 +142,6 @@ def ground_needs(
         point = np.array([px, py])
         cop[i] = hull_distance(down[:, :2], point)
     return GroundNeeds(cop, vertical, shortfall)
-
-
-def gaussian_over_time(x: np.ndarray, sigma: float) -> np.ndarray:
-    """``x [T, D]`` filtered along time by a Gaussian of ``sigma`` frames (edges repeated); ``sigma = 0``: as is."""
-    if sigma <= 0 or len(x) < 2:
-        return x
-    radius = int(np.ceil(4 * sigma))
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
-    return np.stack([np.convolve(padded[:, j], kernel, mode="valid") for j in range(x.shape[1])], axis=1)
 
 
 def _without_contacts(model: mujoco.MjModel) -> mujoco.MjModel:
