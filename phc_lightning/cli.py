@@ -138,6 +138,9 @@ def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
 # Lightning notices that are expected with this design (an exact-length IterableDataset for evaluation).
 warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+# The bench verbs build the CLI from the arguments they parsed themselves (run_cli(args)) while sys.argv still
+# holds the whole `phc bench ...` line: that is intended, not the mistake Lightning warns about.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
 # Several processes: the per-iteration and evaluation logs are merged across ranks before they are logged
 # (phc_lightning.distributed), so they are the same on every rank; only the minibatch losses need sync_dist.
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
