@@ -12,8 +12,9 @@ import os
 
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // _workers))
     import torch
 
+    from phc_lightning.sim.mujoco_cpu import default_num_threads
+
+    os.environ["OMP_NUM_THREADS"] = str(max(1, default_num_threads() // _workers))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
