@@ -45,6 +45,13 @@ class TaskConfig:
         start_init_prob: share of training resets that start at the beginning of their motion rather than at a
             uniform random time (ASE/AMP's hybrid state init; PHC: 0, every reset at a random time). Evaluation
             starts every motion at 0, and a start from rest can be the hardest part of a clip to learn.
+        adaptive_start: draw the other training start times by recent failures per stretch of each motion
+            (BeyondMimic's adaptive sampling, :mod:`phc_lightning.task.start_sampling`) instead of uniformly (PHC).
+        adaptive_bin_seconds: width of those stretches (bins), seconds.
+        adaptive_uniform_ratio: weight spread evenly over a motion's bins, so every bin keeps being drawn.
+        adaptive_alpha: weight of each step's failures in the per-bin moving average.
+        adaptive_kernel_size: bins, from a failing one backwards, that its failures make likelier starts.
+        adaptive_kernel_decay: weight ratio between neighbouring bins of that kernel.
     """
 
     w_pos: float = 0.5
@@ -62,6 +69,12 @@ class TaskConfig:
     eval_failure_distance: float = 0.5
     termination_grace_steps: int = 1
     start_init_prob: float = 0.0
+    adaptive_start: bool = False
+    adaptive_bin_seconds: float = 1.0
+    adaptive_uniform_ratio: float = 0.1
+    adaptive_alpha: float = 0.001
+    adaptive_kernel_size: int = 1
+    adaptive_kernel_decay: float = 0.8
 
     def __post_init__(self) -> None:
         """Reject values that would silently give a meaningless reward or termination."""
@@ -74,8 +87,15 @@ class TaskConfig:
         for name in ("termination_distance", "eval_failure_distance"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"data.task.{name}: must be > 0 metres, got {getattr(self, name)!r}")
-        if self.start_init_prob > 1:
-            raise ConfigError(f"data.task.start_init_prob: must be in [0, 1], got {self.start_init_prob!r}")
+        for name in ("start_init_prob", "adaptive_alpha"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"data.task.{name}: must be in [0, 1], got {getattr(self, name)!r}")
+        for name in ("adaptive_bin_seconds", "adaptive_uniform_ratio", "adaptive_alpha", "adaptive_kernel_decay"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"data.task.{name}: must be > 0, got {getattr(self, name)!r}")
+        if int(self.adaptive_kernel_size) != self.adaptive_kernel_size or self.adaptive_kernel_size < 1:
+            raise ConfigError(f"data.task.adaptive_kernel_size: must be a whole number >= 1, "
+                              f"got {self.adaptive_kernel_size!r}")
 
     def reward_terms(self) -> Dict[str, RewardTerm]:
         """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""

@@ -27,6 +27,7 @@ from phc_lightning.sim.base import PhysicsBackend, SimState
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, compute_obs
 from phc_lightning.task.rewards import RewardManager, reward_inputs
+from phc_lightning.task.start_sampling import AdaptiveStartSampler
 from phc_lightning.task.terminations import eval_failure, motion_finished, train_failure
 from phc_lightning.threads import one_cpu_thread
 
@@ -121,6 +122,12 @@ class HumanoidTracking:
         self.generator.manual_seed(seed)
         self.state_features = state_features
         self.reward_manager = RewardManager(config.reward_terms())
+        self.start_sampler: Optional[AdaptiveStartSampler] = None
+        if config.adaptive_start:
+            self.start_sampler = AdaptiveStartSampler(
+                motions.lengths.to(self.device), config.adaptive_bin_seconds, config.adaptive_uniform_ratio,
+                config.adaptive_alpha, int(config.adaptive_kernel_size), config.adaptive_kernel_decay,
+            )
 
         n = self.num_envs
         self.motion_ids = motions.sample_motions(n, generator=self.generator).to(self.device, torch.long)
@@ -175,6 +182,8 @@ class HumanoidTracking:
         unstable = self.backend.unstable().to(self.device, torch.bool)
         terminated = terminated & ~unstable
         truncated = truncated | unstable
+        if self.start_sampler is not None and not self.eval_mode:
+            self.start_sampler.record(self.motion_ids, self.motion_times, terminated)
         reward = torch.where(unstable, torch.zeros_like(reward), reward)
         terms = {name: torch.where(unstable, torch.zeros_like(v), v) for name, v in terms.items()}
 
@@ -245,6 +254,8 @@ class HumanoidTracking:
         state["eval_mode"] = self.eval_mode
         state["rng"] = self.rng_state()
         state["physics"] = self.backend.get_physics_state()
+        if self.start_sampler is not None:
+            state["start_bin_failures"] = self.start_sampler.failures.detach().cpu().clone()
         return state
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
@@ -259,6 +270,13 @@ class HumanoidTracking:
         self.eval_mode = bool(state["eval_mode"])
         self.set_rng_state(state["rng"])
         self.backend.set_physics_state(state["physics"])
+        saved_failures = state.get("start_bin_failures")
+        if self.start_sampler is not None and saved_failures is not None:
+            if saved_failures.shape != self.start_sampler.failures.shape:
+                raise ValueError(f"HumanoidTracking.load_state_dict: start_bin_failures has shape "
+                                 f"{tuple(saved_failures.shape)}, this env's motions have "
+                                 f"{tuple(self.start_sampler.failures.shape)} (different motions?)")
+            self.start_sampler.failures.copy_(saved_failures.to(self.device))
 
     def close(self) -> None:
         """Release the backend."""
@@ -284,6 +302,8 @@ class HumanoidTracking:
         ids = self.motion_ids[env_ids]
         if self.eval_mode:
             times = torch.zeros(env_ids.numel(), device=self.device)
+        elif self.start_sampler is not None:
+            times = self.start_sampler.sample(ids, generator=self.generator)
         else:
             times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
             if self.config.start_init_prob > 0:  # no extra draw at 0, so PHC's setting keeps its random stream
