@@ -1,4 +1,6 @@
-"""Lightning callbacks for phc-lightning (a top-level package: put your own callbacks beside these)."""
+"""Lightning callbacks for phc-lightning (a top-level package: put your own callbacks beside these).
+
+They may import :mod:`phc_lightning` up to the learner; within it only the benchmarks import them."""
 
 from callbacks.checkpointing import PHCCheckpoint
 from callbacks.dashboard import PHCDashboard

@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
 
 DASH = "–"
 _SHOWN = {  # display key -> (callback_metrics key, format spec)

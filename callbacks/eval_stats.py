@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from phc_lightning.eval_report import write_run_report
+from phc_lightning.evaluation.report import write_run_report
 
 SUMMARY_KEYS = ("success_rate", "mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist")
 

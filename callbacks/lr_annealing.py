@@ -29,7 +29,7 @@ from typing import Optional
 
 import lightning.pytorch as pl
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
 
 SCHEDULES = ("exp", "linear", "cosine", "constant", "adaptive_kl")
 

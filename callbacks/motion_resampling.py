@@ -7,9 +7,9 @@ from typing import Any, Dict, Optional
 import lightning as L
 import torch
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
+from phc_lightning.core.seeding import derive_seed
 from phc_lightning.motion.sampler import MotionSampler
-from phc_lightning.seeding import derive_seed
 
 
 class MotionResampling(L.Callback):

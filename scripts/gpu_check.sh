@@ -41,7 +41,7 @@ python3 -c 'import torch, warp, mujoco_warp; print("torch", torch.__version__, "
 
 # 1. contract suite on CUDA: first Warp compile for the GPU included (~1-2 min)
 start=$(date +%s)
-timeout 150 python3 -m pytest -q tests/test_backend_contract.py --durations=5 2>&1 | tee "$out/contract.log"
+timeout 150 python3 -m pytest -q tests/sim/test_backend_contract.py --durations=5 2>&1 | tee "$out/contract.log"
 echo "contract suite: $(( $(date +%s) - start )) s" | tee -a "$out/contract.log"
 
 # 2. env-only SPS at puffer-phc scale

@@ -10,7 +10,7 @@ from typing import Any, Dict
 import lightning as L
 import torch
 
-from phc_lightning import distributed
+from phc_lightning.rl import distributed
 
 
 def _checksums(pl_module: L.LightningModule) -> Dict[str, Any]:

@@ -1,7 +1,7 @@
 """The data side of AMP: the agent's AMP observation history during collection, the discriminator reward mixed
 into the task reward before GAE, the agent replay buffer, and demo samples for every minibatch.
 
-:class:`~phc_lightning.rollout.RolloutDataset` calls, per iteration::
+:class:`~phc_lightning.rollout.dataset.RolloutDataset` calls, per iteration::
 
     amp.begin(env, horizon)                  # before the first step: histories of freshly reset envs
     amp.record(t, result, env)               # after every env step
@@ -23,9 +23,9 @@ import torch
 from phc_lightning.amp.config import AMPConfig
 from phc_lightning.amp.observations import AMP_OBS_STEP_DIM, amp_obs_dim, demo_amp_obs, sample_demo_amp_obs
 from phc_lightning.amp.replay import ReplayBuffer
+from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking, StepResult
-from phc_lightning.threads import one_cpu_thread
 
 Tensor = torch.Tensor
 

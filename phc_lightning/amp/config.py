@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from phc_lightning.networks import layer_init
+from phc_lightning.rl.networks import layer_init
 
 Tensor = torch.Tensor
 

@@ -1,4 +1,4 @@
-"""The learner side of AMP, a mixin of :class:`~phc_lightning.module.PHCModule`: the discriminator with its own
+"""The learner side of AMP, a mixin of :class:`~phc_lightning.learner.module.PHCModule`: the discriminator with its own
 input normalizer and optimizer, the reward the data side asks for before GAE, and the discriminator loss of each
 minibatch (PHC / ASE ``AMPAgent``).
 
@@ -13,7 +13,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from phc_lightning import distributed
 from phc_lightning.amp.config import AMPConfig
 from phc_lightning.amp.discriminator import (
     Discriminator,
@@ -24,8 +23,9 @@ from phc_lightning.amp.discriminator import (
     squared_weights,
 )
 from phc_lightning.amp.observations import amp_obs_dim
-from phc_lightning.errors import ConfigError
-from phc_lightning.networks import RunningNorm
+from phc_lightning.core.errors import ConfigError
+from phc_lightning.rl import distributed
+from phc_lightning.rl.normalization import RunningNorm
 
 Tensor = torch.Tensor
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Optional, Tuple
 
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.rotations import heading_angle, quat_from_euler_xyz, quat_mul, quat_to_tan_norm
+from phc_lightning.core import skeleton
+from phc_lightning.core.rotations import heading_angle, quat_from_euler_xyz, quat_mul, quat_to_tan_norm
 from phc_lightning.sim.base import SimState
 
 if TYPE_CHECKING:

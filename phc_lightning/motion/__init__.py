@@ -1,4 +1,6 @@
-"""Motion files, forward kinematics and the device-resident motion library."""
+"""The motion pipeline: motion files (native ``.npz``, PHC ``.pkl``, AMASS conversion), forward kinematics, the
+device-resident motion library, failure-driven sampling weights and the checks of ``phc motions validate``.
+May import core and sim (the state type, the MJCF model); :mod:`.synthetic` (the bundled clips) sits above it."""
 
 from pathlib import Path
 

@@ -8,7 +8,7 @@ read, so object arrays in them cannot run code (``allow_pickle=False``).
 Steps (PHC ``convert_amass_data.py``, upright start):
 
 1. local rotations of the 22 body joints, the two hand joints set to identity, reordered from SMPL's joint order to
-   :data:`phc_lightning.skeleton.BODY_NAMES`;
+   :data:`phc_lightning.core.skeleton.BODY_NAMES`;
 2. global rotations by chaining them down the kinematic tree, relative to SMPL's own T-pose (y up, facing +z);
 3. ``global_rot = global_smpl * U^-1`` with ``U = (0.5, 0.5, 0.5, 0.5)`` xyzw (120 degrees about (1, 1, 1)): the
    rest pose becomes the skeleton's (z up, facing +x, left = +y), so ``R_smpl @ offset_smpl = R @ offset``;
@@ -27,12 +27,12 @@ from typing import Dict, Tuple
 import numpy as np
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
+from phc_lightning.core.rotations import exp_map_to_quat, quat_conjugate, quat_mul, quat_to_exp_map
 from phc_lightning.motion import fk
-from phc_lightning.motion.formats import MotionFileError, PathLike, RawMotion, validate_motion
 from phc_lightning.motion.library import sole_heights
+from phc_lightning.motion.raw_motion import MotionFileError, PathLike, RawMotion, validate_motion
 from phc_lightning.motion.resample import resample_motion
-from phc_lightning.rotations import exp_map_to_quat, quat_conjugate, quat_mul, quat_to_exp_map
 
 SMPL_JOINT_NAMES: Tuple[str, ...] = (
     "Pelvis", "L_Hip", "R_Hip", "Torso", "L_Knee", "R_Knee", "Spine", "L_Ankle", "R_Ankle", "Chest", "L_Toe",
@@ -42,7 +42,7 @@ SMPL_JOINT_NAMES: Tuple[str, ...] = (
 """SMPL's joint order (PHC ``SMPL_BONE_ORDER_NAMES``), the order of AMASS ``poses``."""
 
 SMPL_TO_BODY: Tuple[int, ...] = tuple(SMPL_JOINT_NAMES.index(name) for name in skeleton.BODY_NAMES)
-"""For each body of :data:`phc_lightning.skeleton.BODY_NAMES`, its SMPL joint index."""
+"""For each body of :data:`phc_lightning.core.skeleton.BODY_NAMES`, its SMPL joint index."""
 
 NUM_BODY_JOINTS = 22
 """Joints taken from ``poses`` (pelvis + 21); SMPL's hand joints are replaced by fingers in SMPL-H / SMPL-X."""

@@ -25,11 +25,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
 from phc_lightning.motion import fk
-from phc_lightning.motion.formats import MotionFileError, PathLike, RawMotion, load_motion_file, validate_motion
+from phc_lightning.motion.formats import load_motion_file
 from phc_lightning.motion.info import NEAR_SINGULAR_DEG
 from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.motion.raw_motion import MotionFileError, PathLike, RawMotion, validate_motion
 
 DEFAULT_MIN_FRAMES = 10
 DEFAULT_FLOOR_TOLERANCE = 0.05  # m: shape differences between the mocap subject and the neutral skeleton
@@ -49,7 +50,7 @@ class Problem:
 def body_radii(xml_path: Optional[str] = None) -> np.ndarray:
     """``[24]`` distance from each body's origin down to the lowest point of its geometry in the rest pose.
 
-    Feet use the sole depth of :data:`phc_lightning.skeleton.SOLE_DEPTH`; other bodies the radius of their sphere
+    Feet use the sole depth of :data:`phc_lightning.core.skeleton.SOLE_DEPTH`; other bodies the radius of their sphere
     or capsule (largest half-size of a box) in the humanoid MJCF.
     """
     import mujoco

@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from phc_lightning.motion.amass import amass_to_motion
 from phc_lightning.motion.amass_splits import SPLIT_CHOICES, find_subdataset, in_split
-from phc_lightning.motion.formats import MotionFileError, PathLike, RawMotion, load_motion_file, save_motions_npz
+from phc_lightning.motion.formats import load_motion_file, save_motions_npz
+from phc_lightning.motion.raw_motion import MotionFileError, PathLike, RawMotion
 from phc_lightning.motion.resample import resample_motion
 
 DEFAULT_FPS = 30.0

@@ -1,4 +1,4 @@
-"""Forward kinematics on the SMPL skeleton of :mod:`phc_lightning.skeleton`.
+"""Forward kinematics on the SMPL skeleton of :mod:`phc_lightning.core.skeleton`.
 
 Rotations are xyzw quaternions relative to the T-pose rest frame: a body whose global rotation is the
 identity points exactly as in the rest pose, so ``pos[j] = pos[parent] + R_global[parent] @ offset[j]``.
@@ -11,8 +11,8 @@ from typing import Optional
 
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.rotations import (
+from phc_lightning.core import skeleton
+from phc_lightning.core.rotations import (
     quat_conjugate,
     quat_from_euler_xyz,
     quat_mul,

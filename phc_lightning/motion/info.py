@@ -8,8 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from phc_lightning.motion import fk
-from phc_lightning.motion.formats import PathLike, load_motion_file
+from phc_lightning.motion.formats import load_motion_file
 from phc_lightning.motion.library import DEFAULT_VELOCITY_SMOOTHING, MotionLibrary
+from phc_lightning.motion.raw_motion import PathLike
 from phc_lightning.motion.summary import summary_lines
 
 # Middle-hinge angle beyond which a joint counts as near the x-y-z Euler singularity (90 degrees).

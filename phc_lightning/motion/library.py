@@ -34,13 +34,14 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.errors import ConfigError
+from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
+from phc_lightning.core.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
+from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.motion import fk
-from phc_lightning.motion.formats import RawMotion, check_unique_keys, load_motion_file, validate_motion
-from phc_lightning.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
+from phc_lightning.motion.formats import load_motion_file
+from phc_lightning.motion.raw_motion import RawMotion, check_unique_keys, validate_motion
 from phc_lightning.sim.base import SimState
-from phc_lightning.threads import one_cpu_thread
 
 Tensor = torch.Tensor
 _FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel")

@@ -30,7 +30,7 @@ from typing import IO, Any, Callable, Dict, List, Tuple
 import numpy as np
 import torch
 
-from phc_lightning.motion.formats import MotionFileError, PathLike, RawMotion, check_unique_keys, validate_motion
+from phc_lightning.motion.raw_motion import MotionFileError, PathLike, RawMotion, check_unique_keys, validate_motion
 
 DEFAULT_FPS = 30.0
 # torch's legacy serialization header (torch/serialization.py).

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from phc_lightning.motion.formats import RawMotion
-from phc_lightning.rotations import slerp
+from phc_lightning.core.rotations import slerp
+from phc_lightning.motion.raw_motion import RawMotion
 
 # Source times within this many frames of a source frame are taken as that frame (float noise of k * ratio).
 _FRAME_SNAP = 1e-9

@@ -25,7 +25,7 @@ from typing import Any, Dict
 
 import torch
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
 
 Tensor = torch.Tensor
 

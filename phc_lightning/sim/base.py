@@ -17,7 +17,7 @@ field                 shape           meaning
 ``dof_vel``           (N, 69)         hinge velocities, rad/s
 ====================  ==============  ==========================================================
 
-Body order is :data:`phc_lightning.skeleton.BODY_NAMES`. The state read after :meth:`step` or
+Body order is :data:`phc_lightning.core.skeleton.BODY_NAMES`. The state read after :meth:`step` or
 :meth:`set_state` is consistent with the current generalized coordinates (no one-step lag).
 """
 
@@ -29,7 +29,7 @@ from typing import Dict
 
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
 
 Tensor = torch.Tensor
 

@@ -15,7 +15,7 @@ from typing import Tuple
 
 import torch
 
-from phc_lightning.rotations import quat_normalize, quat_rotate_inverse
+from phc_lightning.core.rotations import quat_normalize, quat_rotate_inverse
 
 Tensor = torch.Tensor
 

@@ -26,8 +26,8 @@ import mujoco
 import numpy as np
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.rotations import quat_normalize, quat_rotate_inverse
+from phc_lightning.core import skeleton
+from phc_lightning.core.rotations import quat_normalize, quat_rotate_inverse
 from phc_lightning.sim.base import PhysicsBackend, SimState, check_state_shapes
 from phc_lightning.sim.mujoco_steppers import BatchStepper, ThreadStepper, mj_batch
 
@@ -48,7 +48,7 @@ def default_num_threads() -> int:
 
 
 def load_model(xml_path: Optional[Union[str, Path]] = None) -> mujoco.MjModel:
-    """Compile the humanoid MJCF and check it has the SMPL layout of :mod:`phc_lightning.skeleton`.
+    """Compile the humanoid MJCF and check it has the SMPL layout of :mod:`phc_lightning.core.skeleton`.
 
     Raises:
         FileNotFoundError: the file does not exist.

@@ -9,7 +9,7 @@ Physics as in :class:`~phc_lightning.sim.mujoco_cpu.MujocoCPUBackend`: the MJCF'
 targets to ``ctrl`` and runs ``substeps`` ``mjw.step`` calls with the model's timestep and integrator; then the
 position and velocity stages (kinematics, com, ``cvel``) are recomputed so the state read back describes the new
 ``qpos`` / ``qvel``, as the CPU backend's ``mj_step1`` does. Warp computes in float32, MuJoCo C in float64: the
-trajectories agree to the tolerances of ``tests/test_backend_contract.py``, not bit for bit.
+trajectories agree to the tolerances of ``tests/sim/test_backend_contract.py``, not bit for bit.
 
 Contacts and constraints live in fixed-size buffers (``nconmax`` contacts and ``njmax`` constraint rows per world,
 sized for one humanoid on a plane with a wide margin). Warp raises no error when they overflow — it drops
@@ -28,7 +28,7 @@ from typing import Callable, Dict, Optional, Union
 
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
 from phc_lightning.sim.base import PhysicsBackend, SimState, check_state_shapes
 from phc_lightning.sim.mujoco_convert import body_state_from_derived, generalized_from_root
 from phc_lightning.sim.mujoco_cpu import MAX_QVEL, MAX_ROOT_DIST, load_model

@@ -1,4 +1,5 @@
-"""The tracking task: observations, reward terms, terminations and resets, in torch, backend-agnostic."""
+"""The tracking task: observations, reward terms, terminations and resets, in torch, backend-agnostic.
+May import core, sim and motion."""
 
 from phc_lightning.task.config import TaskConfig as TaskConfig
 from phc_lightning.task.env import HumanoidTracking as HumanoidTracking

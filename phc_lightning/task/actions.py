@@ -4,7 +4,7 @@ PHC: ``target = scale * clip(a, -1, 1)`` on 57 controlled hinges (scale pi, knee
 at 0. Residual mode adds the next reference frame's hinge angles, so a zero action holds the reference pose.
 
 The interface belongs to the policy (the network's output only means something under it), so
-:class:`~phc_lightning.module.PHCModule` builds it from its own hyperparameters and saves them in checkpoints;
+:class:`~phc_lightning.learner.module.PHCModule` builds it from its own hyperparameters and saves them in checkpoints;
 the env takes PD targets and never interprets actions itself.
 """
 
@@ -15,8 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.errors import ConfigError
+from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 
 Tensor = torch.Tensor
 

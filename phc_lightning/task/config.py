@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Dict
 
-from phc_lightning.errors import ConfigError
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.task.rewards import (
     RewardTerm,
     body_angvel_reward,

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
+from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.sim.base import PhysicsBackend, SimState
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, compute_obs
 from phc_lightning.task.rewards import RewardManager, reward_inputs
 from phc_lightning.task.start_sampling import AdaptiveStartSampler
 from phc_lightning.task.terminations import eval_failure, motion_finished, train_failure
-from phc_lightning.threads import one_cpu_thread
 
 if TYPE_CHECKING:
     from phc_lightning.motion.library import MotionLibrary

@@ -30,8 +30,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from phc_lightning import skeleton
-from phc_lightning.rotations import heading_angle, quat_conjugate, quat_mul, quat_to_tan_norm
+from phc_lightning.core import skeleton
+from phc_lightning.core.rotations import heading_angle, quat_conjugate, quat_mul, quat_to_tan_norm
 from phc_lightning.sim.base import SimState
 
 Tensor = torch.Tensor

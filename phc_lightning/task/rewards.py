@@ -15,7 +15,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from phc_lightning.rotations import quat_angle, quat_conjugate, quat_mul
+from phc_lightning.core.rotations import quat_angle, quat_conjugate, quat_mul
 from phc_lightning.sim.base import SimState
 
 Tensor = torch.Tensor

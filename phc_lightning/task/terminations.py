@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from phc_lightning import skeleton
+from phc_lightning.core import skeleton
 
 Tensor = torch.Tensor
 

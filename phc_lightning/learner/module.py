@@ -1,0 +1,400 @@
+"""``PHCModule``: the PHC actor-critic trained with PPO under Lightning manual optimization.
+
+The module owns the networks, the action interface (what an action means as PD targets), the observation and value
+normalizers, the env-step counter and the L2-to-init anchor; it knows nothing about environments, GAE or files. The
+rollout side (:mod:`phc_lightning.rollout.dataset`) calls :meth:`act`, :meth:`pd_targets` and :meth:`get_value` while
+collecting, :meth:`update_normalizers` after the update, and feeds flat minibatches to :meth:`training_step`::
+
+    batch = {"obs": [B, D], "actions": [B, A], "logprobs": [B], "values": [B], "advantages": [B], "returns": [B]}
+
+A recurrent policy (``recurrent``) gets whole segments instead, time-major, with each segment's start state and
+episode starts (:mod:`phc_lightning.rl.segments`); its memory is carried by the caller through :meth:`act_step`.
+
+``A`` is the number of controlled hinges (57 with PHC's frozen hands and toes): frozen hinges are not part of the
+action distribution, so they add nothing to log-probs, entropy or the bound loss.
+
+One Lightning epoch is one PPO iteration; every minibatch is one optimizer step (``update_epochs`` passes
+over the rollout are the dataset's job). Loss and diagnostic definitions live in :mod:`phc_lightning.rl.ppo`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+
+import lightning as L
+import torch
+from jsonargparse.typing import PositiveFloat, PositiveInt
+from torch import nn
+
+from phc_lightning.amp.config import AMPConfig, as_amp_config
+from phc_lightning.amp.learner import AMPLearner
+from phc_lightning.core import skeleton
+from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
+from phc_lightning.learner.iteration_hooks import IterationHooks
+from phc_lightning.learner.warm_start import load_policy_weights
+from phc_lightning.rl import distributed, ppo
+from phc_lightning.rl.normalization import RunningNorm
+from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
+from phc_lightning.task.actions import ActionInterface, check_action_interface
+
+Tensor = torch.Tensor
+
+BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
+"""Keys every ``training_step`` batch must hold."""
+
+LOSS_KEYS = (
+    "policy",
+    "value",
+    "entropy",
+    "bound",
+    "l2_init",
+    "approx_kl",
+    "old_approx_kl",
+    "clipfrac",
+    "explained_variance",
+)
+"""Entries of :meth:`PHCModule.compute_losses` that are logged as ``losses/<key>`` (with ``grad_norm``)."""
+
+DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
+"""puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
+
+
+class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModule):
+    """Actor-critic + PPO losses for humanoid motion tracking (puffer-phc defaults, DESIGN section 4)."""
+
+    def __init__(
+        self,
+        obs_dim: PositiveInt = 934,
+        residual_actions: bool = False,
+        action_scale: float = math.pi,
+        dof_action_scale: Optional[Dict[str, float]] = None,
+        frozen_bodies: Sequence[str] = skeleton.FROZEN_BODIES,
+        actor_hidden: Sequence[int] = DEFAULT_HIDDEN,
+        critic_hidden: Sequence[int] = DEFAULT_HIDDEN,
+        layer_norm: bool = True,
+        init_log_std: float = -2.9,
+        learnable_log_std: bool = False,
+        learning_rate: PositiveFloat = 1e-4,
+        critic_learning_rate: Optional[PositiveFloat] = None,
+        adam_eps: PositiveFloat = 1e-5,
+        clip_coef: PositiveFloat = 0.01,
+        target_kl: Optional[PositiveFloat] = None,
+        value_clip: Optional[PositiveFloat] = 0.2,
+        vf_coef: float = 1.2,
+        ent_coef: float = 0.0,
+        bound_coef: float = 10.0,
+        soft_bound: float = 0.9,
+        l2_init_coef: float = 0.0,
+        max_grad_norm: float = 10.0,
+        norm_adv: bool = True,
+        normalize_value: bool = False,
+        obs_clip: PositiveFloat = 10.0,
+        init_from: Optional[str] = None,
+        recurrent: Optional[Literal["actor", "critic", "both"]] = None,
+        lstm_hidden: PositiveInt = 512,
+        mlp_dtype: Literal["float32", "bfloat16"] = "float32",
+        amp: AMPConfig = AMPConfig(),  # noqa: B008 - frozen, so one shared default is safe
+    ) -> None:
+        """Build networks and normalizer.
+
+        Args:
+            obs_dim: observation size (934 for the tracking task; the CLI links it from the data side).
+            residual_actions: PD target = next reference frame's hinge angles + scaled action (PHC: false, the
+                scaled action alone, so a zero action is the T-pose).
+            action_scale: radians per unit action of every controlled hinge (PHC: pi).
+            dof_action_scale: per-DoF exceptions by DoF name, e.g. ``{"L_Knee_y": 5.0}``; null means PHC's
+                (knee flexion 5), ``{}`` none.
+            frozen_bodies: bodies whose hinges are held at 0 and left out of the action (PHC: toes and hands).
+            actor_hidden: actor MLP hidden sizes.
+            critic_hidden: critic MLP hidden sizes.
+            layer_norm: LayerNorm before the last hidden activation of both MLPs.
+            init_log_std: log standard deviation of the Gaussian policy (initial value if learnable).
+            learnable_log_std: train the log standard deviation instead of keeping it fixed (PHC: fixed).
+            learning_rate: Adam learning rate of the actor (annealing or KL adaptation is ``LRAnnealing``'s job).
+            critic_learning_rate: Adam learning rate of the critic; null: the same as ``learning_rate``. Schedules
+                scale both by the same factor.
+            adam_eps: Adam epsilon.
+            clip_coef: PPO ratio clip epsilon.
+            target_kl: skip the rest of an iteration's optimizer steps once a minibatch's approx KL exceeds this
+                (null: never).
+            value_clip: value-prediction clip around the rollout values (in normalized units when
+                ``normalize_value``); null for unclipped 0.5 * MSE.
+            vf_coef: weight of the value loss.
+            ent_coef: weight of the entropy bonus (subtracted from the loss).
+            bound_coef: weight of the penalty on action means beyond +-soft_bound.
+            soft_bound: bound of that penalty.
+            l2_init_coef: weight of the squared distance of the weights to the anchor (always logged).
+            max_grad_norm: global gradient-norm clip; <= 0 disables clipping.
+            norm_adv: normalize advantages per minibatch.
+            normalize_value: the critic predicts returns normalized by running return statistics (PHC), so the
+                value loss and ``value_clip`` mean the same at every return scale.
+            obs_clip: normalized observations are clipped to +-obs_clip.
+            init_from: warm start: copy policy, critic and normalizer weights from this checkpoint (any run with
+                the same network sizes); the L2-to-init anchor is then those weights. Optimizer and counters start
+                fresh (use ``--ckpt_path`` to continue a run instead).
+            recurrent: an LSTM layer in front of the ``actor``, the ``critic`` or ``both`` MLPs (each env's memory
+                is carried by the rollout and reset at its episode boundaries, see :mod:`phc_lightning.rl.recurrent`);
+                null: plain MLPs.
+            lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
+            mlp_dtype: matrix-product dtype of the actor and critic MLPs (``bfloat16``: autocast, float32 weights;
+                PHC: float32). Rollout, update and evaluation all use it.
+            amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
+                in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
+        """
+        super().__init__()
+        amp = as_amp_config(amp)
+        # Checkpoints keep plain values only (they load with weights_only=True): the AMP block as a dict.
+        self.save_hyperparameters(ignore=["amp"])
+        self.hparams["amp"] = amp.as_dict()
+        self.automatic_optimization = False
+        self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
+        self.action_dim = self.action_interface.num_actions
+        self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
+        # Returns are unbounded in principle: no clip, only the scaling.
+        self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
+        self.policy = make_actor_critic(
+            obs_dim,
+            self.action_dim,
+            actor_hidden,
+            critic_hidden,
+            recurrent,
+            lstm_hidden,
+            layer_norm=layer_norm,
+            init_log_std=init_log_std,
+            learnable_log_std=learnable_log_std,
+            mlp_dtype=mlp_dtype,
+        )
+        self.recurrent_state_size: int = int(getattr(self.policy, "state_size", 0))
+        """Width of each env's recurrent state (0: no LSTM), see :meth:`act_step`."""
+        self._init_amp(amp, adam_eps)  # after the policy: its initialization is the same with AMP on or off
+        self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
+        # Buffers (so they follow the device and are saved) named after the policy parameters, '.' -> '__'.
+        self.l2_anchor = nn.Module()
+        if init_from:
+            load_policy_weights(self, init_from)
+        self.reset_l2_anchor()
+        self._init_evaluation()
+        self.last_approx_kl: float = float("nan")
+        """approx_kl of the most recent optimizer step (NaN for a skipped minibatch); ``LRAnnealing`` adapts to it."""
+        self._init_iteration()
+
+    # ------------------------------------------------------------------ acting (called by the rollout)
+
+    def act(
+        self, obs: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Sample (or take the mean) action for raw observations; the caller picks the grad mode.
+
+        Args:
+            obs: ``[N, obs_dim]`` raw (unnormalized) observations.
+            deterministic: return the Gaussian mean instead of a sample.
+            generator: the noise stream of the samples (the rollout keeps its own, saved with the data state);
+                None: the global one.
+
+        Returns:
+            ``(actions [N, A], logprob [N], value [N])``; actions are unclipped (the env clips to [-1, 1]) and
+            ``logprob`` is the log-density of exactly those actions, summed over action dimensions.
+        """
+        if self.recurrent_state_size:
+            raise ValueError("PHCModule.act: a recurrent policy needs each env's state: call act_step(obs, state)")
+        obs_norm = self._normalize(obs)
+        dist = self.policy.distribution(obs_norm)
+        actions = _sample(dist, deterministic, generator)
+        return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(self.policy.value(obs_norm))
+
+    def act_step(
+        self, obs: Tensor, state: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
+    ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`act` that also carries each env's recurrent state ``[N, recurrent_state_size]`` (zeros at an
+        episode's start; ``[N, 0]`` without an LSTM, when this is :meth:`act`) and returns the next one."""
+        if not self.recurrent_state_size:
+            return (*self.act(obs, deterministic, generator), state)
+        state = check_state(state, obs.shape[0], self.recurrent_state_size)
+        dist, values, next_state = self.policy.step(self._normalize(obs), state)
+        actions = _sample(dist, deterministic, generator)
+        return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(values), next_state
+
+    def get_value(self, obs: Tensor, state: Optional[Tensor] = None) -> Tensor:
+        """Critic value of raw observations ``[N, obs_dim] -> [N]``, in return units (a recurrent policy: under
+        each env's ``state``, as in :meth:`act_step`)."""
+        if self.recurrent_state_size:
+            state = check_state(state, obs.shape[0], self.recurrent_state_size)
+            return self._denormalize_value(self.policy.critic_value(self._normalize(obs), state))
+        return self._denormalize_value(self.policy.value(self._normalize(obs)))
+
+    def pd_targets(self, actions: Tensor, ref_dof_pos: Optional[Tensor] = None) -> Tensor:
+        """PD targets ``[N, 69]`` (radians) of actions ``[N, A]`` under this policy's action interface.
+
+        ``ref_dof_pos`` ``[N, 69]``: hinge angles of the reference frame the actions aim at (residual actions).
+        """
+        return self.action_interface.pd_targets(actions, ref_dof_pos)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Deterministic policy ``[N, obs_dim] -> [N, A]`` (the Gaussian mean), for export and inference."""
+        if getattr(self.policy, "actor_memory", None) is not None:
+            raise ValueError("PHCModule.forward: a recurrent actor needs each env's state: call act_step(obs, state)")
+        return self.policy.actor(self._normalize(obs))
+
+    def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
+        """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]`` (of every
+        rank when several processes train, so all of them normalize identically)."""
+        distributed.update_norm_across_ranks(self.obs_norm, obs)
+        if self.value_norm is not None:
+            distributed.update_norm_across_ranks(self.value_norm, returns.reshape(-1, 1))
+
+    def normalize_value(self, values: Tensor) -> Tensor:
+        """Return-unit values ``[B]`` to the critic's units (identity without ``normalize_value``)."""
+        if self.value_norm is None:
+            return values
+        return self.value_norm(values.unsqueeze(-1)).squeeze(-1)
+
+    def _denormalize_value(self, values: Tensor) -> Tensor:
+        if self.value_norm is None:
+            return values
+        return self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
+
+    def _normalize(self, obs: Tensor) -> Tensor:
+        if obs.dim() != 2 or obs.shape[1] != self.hparams.obs_dim:
+            raise ValueError(f"PHCModule: expected obs of shape [N, {self.hparams.obs_dim}], got {tuple(obs.shape)}")
+        return self.obs_norm(obs)
+
+    # ------------------------------------------------------------------ L2-to-init anchor
+
+    @torch.no_grad()
+    def reset_l2_anchor(self) -> None:
+        """Snapshot the current policy parameters as the anchor of the L2-to-init term (e.g. after a warm start)."""
+        for name, param in self.policy.named_parameters():
+            key = name.replace(".", "__")
+            if hasattr(self.l2_anchor, key):
+                getattr(self.l2_anchor, key).copy_(param)
+            else:
+                self.l2_anchor.register_buffer(key, param.detach().clone())
+
+    def l2_init_distance(self) -> Tensor:
+        """Sum of squared differences between the policy parameters and the anchor (scalar)."""
+        names = [name for name, _ in self.policy.named_parameters()]
+        params = [param for _, param in self.policy.named_parameters()]
+        anchors = [getattr(self.l2_anchor, name.replace(".", "__")) for name in names]
+        return ppo.l2_init_loss(params, anchors)
+
+    # ------------------------------------------------------------------ PPO update
+
+    def compute_losses(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Forward a minibatch and compute the total loss and every logged term.
+
+        Args:
+            batch: flat minibatch with :data:`BATCH_KEYS` (shapes in the module docstring).
+
+        Returns:
+            ``"loss"`` (total, with grad) and the scalar terms of :data:`LOSS_KEYS`.
+        """
+        required = BATCH_KEYS + ((STATE_KEY, STARTS_KEY) if self.recurrent_state_size else ())
+        missing = [key for key in required if key not in batch]
+        if missing:
+            raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
+        hp = self.hparams
+        obs_norm = self._normalize(batch["obs"])
+        # new_values in critic units: normalized returns when normalize_value
+        if self.recurrent_state_size:  # whole segments, replayed from their stored start states
+            dist, new_values = self.policy.unroll(obs_norm, batch[STATE_KEY], batch[STARTS_KEY])
+        else:
+            dist, new_values = self.policy.distribution(obs_norm), self.policy.value(obs_norm)
+        new_logprob = dist.log_prob(batch["actions"]).sum(-1)
+        entropy = dist.entropy().sum(-1)
+
+        advantages = batch["advantages"]
+        if hp.norm_adv:
+            advantages = ppo.normalize_advantages(advantages)
+        pg_loss = ppo.policy_loss(new_logprob, batch["logprobs"], advantages, hp.clip_coef)
+        v_loss = ppo.value_loss(
+            new_values, self.normalize_value(batch["values"]), self.normalize_value(batch["returns"]), hp.value_clip
+        )
+        ent = ppo.entropy_loss(entropy)
+        b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
+        # Always computed for logging; only builds a graph when it is part of the loss.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and hp.l2_init_coef != 0):
+            l2 = self.l2_init_distance()
+        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss + hp.l2_init_coef * l2
+
+        old_approx_kl, approx_kl = ppo.approx_kl(new_logprob, batch["logprobs"])
+        return {
+            "loss": loss,
+            "policy": pg_loss,
+            "value": v_loss,
+            "entropy": ent,
+            "bound": b_loss,
+            "l2_init": l2,
+            "approx_kl": approx_kl,
+            "old_approx_kl": old_approx_kl,
+            "clipfrac": ppo.clip_fraction(new_logprob, batch["logprobs"], hp.clip_coef),
+            "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
+        }
+
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Optional[Tensor]:
+        """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
+
+        Returns:
+            The detached total loss; None for a minibatch skipped by ``target_kl``.
+        """
+        if self._kl_stopped:  # not `return -1` from on_train_batch_start: that would also skip the epoch's eval
+            self.last_approx_kl = float("nan")
+            return None
+        opt, disc_opt = self.policy_and_disc_optimizers()
+        losses = self.compute_losses(batch)
+        amp = self.amp_losses(batch) if disc_opt is not None else None
+        self.manual_backward(losses["loss"] if amp is None else losses["loss"] + amp["loss"])
+        # before clipping, so the log shows how often the clip bites
+        grad_norm = ppo.grad_norm(self.policy.parameters(), self.device)
+        if self.hparams.max_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
+        if disc_opt is not None:
+            disc_opt.step()
+            disc_opt.zero_grad()
+
+        # the mean over ranks: every rank must take the same early stop (a rank that skips while another steps would
+        # hang DDP's all-reduce) and LRAnnealing must set the same lr everywhere
+        self.last_approx_kl = distributed.mean_across_ranks(float(losses["approx_kl"]))
+        self._minibatches_trained += 1
+        self._learn_end = time.perf_counter()
+        if self.hparams.target_kl is not None and self.last_approx_kl > self.hparams.target_kl:
+            self._kl_stopped = True
+        logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
+        logs["losses/grad_norm"] = grad_norm
+        logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
+        if amp is not None:
+            logs.update(self.amp_log_dict(amp))
+        self.log_dict(logs, on_step=False, on_epoch=True, batch_size=batch["obs"].shape[0], sync_dist=True)
+        return losses["loss"].detach()
+
+    def configure_optimizers(self) -> Union[torch.optim.Optimizer, List[torch.optim.Optimizer]]:
+        """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups; with
+        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both).
+
+        The normalizers and the anchor are buffers, never optimized.
+        """
+        hp = self.hparams
+        critic = [p for part in critic_modules(self.policy) for p in part.parameters()]
+        critic_ids = {id(p) for p in critic}
+        actor = [p for p in self.policy.parameters() if id(p) not in critic_ids]
+        critic_lr = hp.learning_rate if hp.critic_learning_rate is None else hp.critic_learning_rate
+        groups = [{"params": actor, "lr": hp.learning_rate}, {"params": critic, "lr": critic_lr}]
+        policy_opt = torch.optim.Adam(groups, lr=hp.learning_rate, eps=hp.adam_eps)
+        return policy_opt if self.discriminator is None else [policy_opt, self.disc_optimizer()]
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
+        PD targets), or one trained with AMP on where it is off here (or the other way round)."""
+        check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
+        self.check_amp_checkpoint(checkpoint)
+
+
+def _sample(dist: torch.distributions.Normal, deterministic: bool, generator: Optional[torch.Generator]) -> Tensor:
+    """The Gaussian mean, or a sample drawn from ``generator`` (None: the global RNG)."""
+    if deterministic:
+        return dist.mean
+    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+    return dist.mean + dist.stddev * noise

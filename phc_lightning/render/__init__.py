@@ -1,1 +1,0 @@
-"""Offscreen MuJoCo rendering of reference motions and policy rollouts to GIF / MP4."""

@@ -1,0 +1,45 @@
+"""Evaluation of a motion set streamed chunk by chunk equals evaluating it held whole."""
+
+from __future__ import annotations
+
+import torch
+
+from phc_lightning.evaluation.playback import EvalDataset
+from phc_lightning.learner.module import PHCModule
+from phc_lightning.motion import BUNDLED_MOTIONS
+from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.sim.factory import make_backend
+from phc_lightning.task.env import HumanoidTracking
+
+
+def evaluate(module: PHCModule, env: HumanoidTracking, motions=None):
+    module.on_validation_epoch_start()
+    for chunk in EvalDataset(env, lambda: module, motions=motions):
+        module.validation_step(chunk)
+    return module.eval_results()
+
+
+def test_an_index_only_library_is_played_chunk_by_chunk_with_the_same_results() -> None:
+    torch.manual_seed(0)
+    module = PHCModule(residual_actions=True, action_scale=0.5, dof_action_scale={}, actor_hidden=[32],
+                       critic_hidden=[32]).eval()
+    full = MotionLibrary(BUNDLED_MOTIONS)
+    index = MotionLibrary(BUNDLED_MOTIONS, index_only=True)
+    assert index.total_frames == full.total_frames and not hasattr(index, "body_pos")
+    num_envs = 3  # 7 motions: chunks of 3, 3 and 1
+    whole_env = HumanoidTracking(make_backend("mujoco", num_envs, num_threads=1), full)
+    streamed_env = HumanoidTracking(make_backend("mujoco", num_envs, num_threads=1), index.subset([0, 1, 2]))
+    with torch.no_grad():
+        whole_summary, whole_rows = evaluate(module, whole_env)
+        streamed_summary, streamed_rows = evaluate(module, streamed_env, motions=index)
+    assert [r["motion_id"] for r in streamed_rows] == list(range(7))
+    # the same episodes; errors equal up to float rounding (a chunk's library is built from fewer frames at once)
+    for streamed, whole in zip(streamed_rows, whole_rows):
+        assert (streamed["steps_played"], streamed["success"]) == (whole["steps_played"], whole["success"])
+        for key in ("mpjpe_g", "mpjpe_l", "mpjpe_pa"):
+            assert abs(streamed[key] - whole[key]) < 1e-4, (key, streamed, whole)
+    for key, value in whole_summary.items():
+        torch.testing.assert_close(torch.tensor(streamed_summary[key]), torch.tensor(value), rtol=1e-5, atol=1e-4,
+                                   equal_nan=True)
+    whole_env.close()
+    streamed_env.close()

@@ -1,0 +1,189 @@
+"""Several processes train one policy (Lightning DDP on CPU, gloo): identical ranks, all steps counted, evaluation
+split and gathered, exact resume, failures that end the run.
+
+Lightning's DDP launcher re-runs the command for the other ranks, so every run here is a ``python -m
+phc_lightning.cli`` subprocess in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+
+from phc_lightning.rl import distributed
+from phc_lightning.rl.normalization import RunningNorm
+from phc_lightning.run.directory import LAYOUT_ENV
+from tests.helpers import SMOKE, checkout_env
+
+DDP2 = ("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+PROBE = "--trainer.callbacks+=tests.ddp_probes.SyncProbe"
+STEPS = 8 * 16  # smoke: num_envs x horizon of one process
+
+
+def env() -> Dict[str, str]:
+    return checkout_env({k: v for k, v in os.environ.items() if k != LAYOUT_ENV})
+
+
+def phc(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-m", "phc_lightning.cli", *args], cwd=cwd, env=env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def fit2(cwd: Path, max_epochs: int, *extra: str) -> Path:
+    phc(cwd, "fit", "--config", SMOKE, *DDP2, "--trainer.max_epochs", str(max_epochs), *extra)
+    return cwd / "runs" / "smoke" / "version_0"
+
+
+def motion_rows(path: Path) -> List[Dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("ddp")
+    run = fit2(cwd, 3, PROBE, "--trainer.callbacks.out", str(cwd / "probe.jsonl"))
+    return run
+
+
+@pytest.mark.slow
+def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run: Path) -> None:
+    records = [json.loads(line) for line in (two_process_run.parents[2] / "probe.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert r["world_size"] == 2
+        assert r["params_equal"] and r["norm_equal"], r  # after every iteration, before the next forward
+        assert r["envs_differ"], r  # each rank its own seeds
+        # the counter (identical on both ranks) is both ranks' steps together
+        assert r["env_steps"] == [sum(r["collected"])] * 2 == [2 * STEPS * (r["epoch"] + 1)] * 2
+        # the normalizer saw both ranks' observations (plus both ranks' reset observations: 8 envs each, at the
+        # start and after every MotionResampling)
+        extra = r["norm_count"] - sum(r["collected"])
+        assert extra > 0 and extra % (2 * 8) == 0, r
+    # one run directory, written by rank 0 only; the checkpoint holds both ranks' data state
+    assert sorted(p.name for p in two_process_run.parent.iterdir()) == ["version_0"]
+    ckpt = torch.load(two_process_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["PHCDataModule"]["world_size"] == 2 and len(ckpt["PHCDataModule"]["ranks"]) == 2
+    assert int(ckpt["state_dict"]["env_steps"]) == 3 * 2 * STEPS
+    # the evaluations during fit cover every motion once
+    for name in ("epoch00001_motions.csv", "final_motions.csv"):
+        ids = [int(row["motion_id"]) for row in motion_rows(two_process_run / "eval" / name)]
+        assert ids == list(range(7)), (name, ids)  # the bundled synthetic motions
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_equals_one_process(two_process_run: Path) -> None:
+    ckpt = str(two_process_run / "checkpoints" / "last.ckpt")
+    cwd = two_process_run.parents[2]
+    out = {}
+    for devices in ("2", "1"):
+        phc(cwd, "validate", "--config", SMOKE, "--trainer.accelerator", "cpu", "--trainer.devices", devices,
+            "--trainer.strategy", "ddp" if devices == "2" else "auto", "--ckpt_path", ckpt)
+        out[devices] = (motion_rows(two_process_run / "eval" / "validate_motions.csv"),
+                        json.loads((two_process_run / "eval" / "validate_summary.json").read_text()))
+    rows2, summary2 = out["2"]
+    rows1, summary1 = out["1"]
+    assert [int(r["motion_id"]) for r in rows2] == list(range(7))
+    # same motions, outcomes and steps; the errors agree to float rounding (each motion runs in another env slot
+    # and batch of the policy's matmuls, which may round the last bits differently)
+    for r2, r1 in zip(rows2, rows1):
+        exact = ("motion_id", "key", "frames", "frames_played", "success")
+        assert {k: r2[k] for k in exact} == {k: r1[k] for k in exact}
+        for key in ("mpjpe_g", "mpjpe_l", "mpjpe_pa"):
+            assert float(r2[key]) == pytest.approx(float(r1[key]), abs=0.01), (key, r2, r1)
+    assert len(rows2) == len(rows1)
+    assert summary2["success_rate"] == summary1["success_rate"]
+    assert summary2["num_motions"] == summary1["num_motions"] == 7
+    for key in ("mpjpe_g", "mpjpe_l", "mpjpe_pa"):
+        assert summary2[key] == pytest.approx(summary1[key], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_process_resume_2_plus_2_equals_4_and_refuses_another_world_size(tmp_path: Path) -> None:
+    straight = fit2(tmp_path / "straight", 4)
+    fit2(tmp_path / "resumed", 2)
+    resumed = fit2(tmp_path / "resumed", 4, "--ckpt_path", "last")
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert int(a["state_dict"]["env_steps"]) == int(b["state_dict"]["env_steps"]) == 4 * 2 * STEPS
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=f"{key} differs")
+    for rank in (0, 1):  # each rank's envs continued exactly too
+        obs_a = a["PHCDataModule"]["ranks"][rank]["env"]["obs"]
+        torch.testing.assert_close(b["PHCDataModule"]["ranks"][rank]["env"]["obs"], obs_a, rtol=0, atol=0)
+
+    one = subprocess.run([sys.executable, "-m", "phc_lightning.cli", "fit", "--config", SMOKE,
+                          "--trainer.max_epochs", "6", "--ckpt_path", "last"], cwd=tmp_path / "resumed", env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 2
+    assert "Traceback" not in one.stderr
+    assert "phc: error: --ckpt_path: the checkpoint's run trained with 2 process(es), this one has 1" in one.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_that_raises_ends_both_processes_with_its_error(tmp_path: Path, rank: int) -> None:
+    marker = f"raise_{os.getpid()}_{rank}"
+    cmd = [sys.executable, "-m", "phc_lightning.cli", "fit", "--config", SMOKE, *DDP2, "--trainer.max_epochs", "5",
+           "--run_name", marker, "--trainer.callbacks+=tests.ddp_probes.RaiseOnRank",
+           "--trainer.callbacks.rank", str(rank), "--trainer.callbacks.epoch", "1"]
+    start = time.time()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"injected failure on rank {rank}" in proc.stderr
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes left behind: {left}"
+    # the failure came at the start of epoch 1, after start-up and one iteration (~10 s here): no hang
+    assert time.time() - start < 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_and_stop_cleanly(tmp_path: Path) -> None:
+    port = str(free_port())
+    args = [sys.executable, "-m", "phc_lightning.cli", "fit", "--config", SMOKE, "--trainer.accelerator", "cpu",
+            "--trainer.devices", "1", "--trainer.num_nodes", "2", "--trainer.strategy", "ddp",
+            "--trainer.max_epochs", "2", "--run_name", "two_nodes"]
+    procs = []
+    for node in ("0", "1"):
+        node_env = dict(env(), MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=node, WORLD_SIZE="2")
+        procs.append(subprocess.Popen(args, cwd=tmp_path, env=node_env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    run = tmp_path / "runs" / "smoke" / "two_nodes"
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert int(ckpt["state_dict"]["env_steps"]) == 2 * 2 * STEPS
+    assert sorted(p.name for p in run.parent.iterdir()) == ["two_nodes"]
+
+
+def test_merging_rank_summaries_equals_one_normalizer_over_all_data() -> None:
+    torch.manual_seed(0)
+    parts = [torch.randn(n, 5) * (i + 1) + i for i, n in enumerate((7, 13, 1))]
+    one = RunningNorm(5)
+    one.update(torch.cat(parts))
+    merged = RunningNorm(5)
+    count, mean, var = distributed.combine_moments([distributed.batch_moments(p) for p in parts])
+    merged.merge(count, mean.float(), var.float())
+    assert int(merged.count) == int(one.count) == 21
+    torch.testing.assert_close(merged.mean, one.mean)
+    torch.testing.assert_close(merged.var, one.var)

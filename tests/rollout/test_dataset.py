@@ -1,0 +1,226 @@
+"""RolloutDataset with the real MuJoCo env: minibatch coverage, bootstrapping, step accounting."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from phc_lightning.learner.module import PHCModule
+from phc_lightning.motion.library import MotionLibrary
+from phc_lightning.rollout.dataset import ITERATION_KEY, RolloutDataset
+from phc_lightning.sim.factory import make_backend
+from phc_lightning.task.env import HumanoidTracking
+
+NUM_ENVS = 4
+HORIZON = 12
+
+
+def make_dataset(**kwargs) -> Tuple[RolloutDataset, PHCModule]:
+    from phc_lightning.motion import BUNDLED_MOTIONS
+
+    env = HumanoidTracking(make_backend("mujoco", NUM_ENVS, num_threads=1), MotionLibrary(BUNDLED_MOTIONS), seed=3)
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16])
+    args = dict(horizon=HORIZON, update_epochs=2, num_minibatches=3, gamma=0.9, gae_lambda=0.8)
+    args.update(kwargs)
+    return RolloutDataset(env, get_policy=lambda: module, **args), module
+
+
+def run_iteration(dataset: RolloutDataset) -> Tuple[List[dict], dict]:
+    """One pass; returns the minibatches and the iteration summary the first one carried."""
+    batches = list(iter(dataset))
+    return batches, batches[0].pop(ITERATION_KEY)
+
+
+def test_every_transition_is_visited_once_per_update_epoch() -> None:
+    dataset, _ = make_dataset()
+    batches, _ = run_iteration(dataset)
+    assert len(batches) == len(dataset) == 2 * 3
+    per_epoch = HORIZON * NUM_ENVS
+    for epoch in range(2):
+        rows = torch.cat([b["obs"] for b in batches[epoch * 3 : (epoch + 1) * 3]])
+        assert rows.shape[0] == per_epoch
+        # each transition appears exactly once: the sorted rows are pairwise distinct
+        assert torch.unique(rows, dim=0).shape[0] == per_epoch
+    assert all(set(b) == {"obs", "actions", "logprobs", "values", "advantages", "returns"} for b in batches)
+    dataset.env.close()
+
+
+def test_collection_happens_at_the_first_fetch_not_when_the_iterator_is_created() -> None:
+    dataset, _ = make_dataset()
+    calls = []
+    real_collect = dataset.collect
+    dataset.collect = lambda policy: calls.append(1) or real_collect(policy)
+    iterator = iter(dataset)  # what Lightning does while setting up the epoch's data fetcher
+    assert calls == []
+    next(iterator)  # the epoch loop's first fetch, after on_train_epoch_start
+    assert calls == [1]
+    dataset.env.close()
+
+
+def test_the_summary_counts_steps_and_says_when_total_timesteps_is_reached() -> None:
+    dataset, module = make_dataset(total_timesteps=2 * HORIZON * NUM_ENVS)
+    _, first = run_iteration(dataset)
+    assert first["env_steps"] == HORIZON * NUM_ENVS and not first["stop"]
+    _, second = run_iteration(dataset)
+    assert second["stop"] and dataset.env_steps == 2 * HORIZON * NUM_ENVS
+    assert second["stats"]["perf/collect_time"] > 0
+    assert any(key.startswith("rewards/") for key in second["stats"])
+    assert int(module.env_steps) == 0  # collection never writes into the module
+    dataset.env.close()
+
+
+def test_the_summary_carries_the_observations_for_the_normalizer_and_collection_leaves_it_alone() -> None:
+    dataset, module = make_dataset()
+    _, first = run_iteration(dataset)
+    # the first iteration also hands over the reset observations the envs started from
+    assert first["obs"].shape[0] == NUM_ENVS + HORIZON * NUM_ENVS
+    assert first["returns"].shape[0] == HORIZON * NUM_ENVS
+    _, second = run_iteration(dataset)
+    assert second["obs"].shape[0] == HORIZON * NUM_ENVS
+    assert int(module.obs_norm.count) == 0  # only the learner merges statistics, after its update
+    dataset.env.close()
+
+
+def test_action_noise_has_its_own_stream_and_resumes_from_the_state() -> None:
+    dataset, _ = make_dataset()
+    run_iteration(dataset)
+    saved_env, saved = dataset.env.state_dict(), dataset.state_dict()
+    global_rng = torch.get_rng_state()
+    again, _ = run_iteration(dataset)
+    assert torch.equal(torch.get_rng_state(), global_rng)  # the global RNG is not drawn from
+    dataset.env.load_state_dict(saved_env)
+    dataset.load_state_dict(saved)
+    replay, _ = run_iteration(dataset)
+    for a, b in zip(again, replay):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    dataset.env.close()
+
+
+def test_truncations_bootstrap_from_the_final_observation_and_terminations_cut() -> None:
+    from phc_lightning.motion import BUNDLED_MOTIONS
+    from phc_lightning.motion.formats import load_motion_file
+    from phc_lightning.motion.raw_motion import RawMotion
+
+    # 8-frame clips (0.23 s): every env reaches its motion's end inside the horizon
+    short = [RawMotion(m.key, m.fps, m.root_pos[:8], m.global_rot[:8]) for m in load_motion_file(BUNDLED_MOTIONS)]
+    env = HumanoidTracking(make_backend("mujoco", NUM_ENVS, num_threads=1), MotionLibrary(short), seed=1)
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16])
+    dataset = RolloutDataset(env, lambda: module, horizon=HORIZON, update_epochs=1, num_minibatches=1,
+                             gamma=0.9, gae_lambda=0.8)
+    finals = []
+    real_step = env.step
+
+    def recording_step(actions: torch.Tensor):
+        result = real_step(actions)
+        finals.append(result.final_obs.clone())
+        return result
+
+    env.step = recording_step
+    with torch.no_grad():
+        buf = dataset.collect(module)
+    assert buf.truncated.any(), "expected motion ends inside the horizon"
+    for t in range(HORIZON):
+        for i in range(NUM_ENVS):
+            if buf.terminated[t, i]:
+                assert buf.next_values[t, i] == 0
+            elif buf.truncated[t, i]:
+                expected = module.get_value(finals[t][i : i + 1])[0]
+                torch.testing.assert_close(buf.next_values[t, i], expected)
+            elif t + 1 < HORIZON:
+                torch.testing.assert_close(buf.next_values[t, i], buf.values[t + 1, i])
+    env.close()
+
+
+def test_an_env_the_backend_had_to_reset_bootstraps_from_its_last_sane_value(tmp_path, monkeypatch) -> None:
+    from tests.task.test_env import inject_nan_qvel
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends its instability warning to ./MUJOCO_LOG.TXT
+    dataset, module = make_dataset()
+    env = dataset.env
+    real_step = env.step
+    calls = []
+
+    def step_with_explosion(targets: torch.Tensor):
+        calls.append(1)
+        if len(calls) == 5:
+            inject_nan_qvel(env.backend, env_id=1)
+        return real_step(targets)
+
+    env.step = step_with_explosion
+    with torch.no_grad():
+        buf = dataset.collect(module)
+    assert buf.truncated[4, 1] and not buf.terminated[4, 1]
+    assert buf.next_values[4, 1] == buf.values[4, 1]  # V(s_t), not V of the exploded state
+    assert dataset.stats.num_unstable == 1
+    assert dataset.stats.as_log_dict()["charts/unstable_envs"] == 1.0
+    env.close()
+
+
+@pytest.mark.parametrize("mlp_dtype", ["float32", "bfloat16"])
+def test_first_minibatch_of_every_iteration_has_zero_kl_with_the_real_trainer(tmp_path, mlp_dtype: str) -> None:
+    import lightning as L
+
+    from phc_lightning.rollout.datamodule import PHCDataModule
+
+    kls = []
+
+    class RecordKL(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            kls.append((trainer.current_epoch, batch_idx, pl_module.last_approx_kl))
+
+    dm = PHCDataModule(num_envs=8, num_threads=1, horizon=8, update_epochs=2, num_minibatches=2)
+    module = PHCModule(actor_hidden=[32], critic_hidden=[32], residual_actions=True, action_scale=0.5,
+                       learning_rate=1e-3, mlp_dtype=mlp_dtype)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[RecordKL()],
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    firsts = [kl for epoch, idx, kl in kls if idx == 0]
+    later = [kl for epoch, idx, kl in kls if idx > 0]
+    assert len(firsts) == 3 and all(kl == 0.0 for kl in firsts)  # stored log-probs are the training policy's
+    assert all(kl > 0.0 for kl in later)
+
+
+def test_collection_reads_from_the_device_once_per_iteration_not_once_per_step() -> None:
+    """On a GPU every host read of a tensor (``float``, ``bool``, ``.tolist()``, a boolean-mask index) waits for the
+    queued kernels. Collection's own reads (the env's are the env's business) must not grow with the horizon."""
+    dataset, _ = make_dataset()
+    env = dataset.env
+    dataset.next_obs = env.reset()
+    reads: List[str] = []
+    inside_env = [False]
+    host_reads = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"}
+
+    class CountReads(TorchFunctionMode):
+        """Sees every tensor method call (patching torch.Tensor's dunders instead would corrupt its type slots)."""
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+            name = getattr(func, "__name__", "")
+            mask_index = name in ("__getitem__", "__setitem__") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool
+                for i in (args[1] if isinstance(args[1], tuple) else (args[1],))
+            )
+            if not inside_env[0] and (mask_index or name in host_reads):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    real_step = env.step
+
+    def step_outside_the_count(targets: torch.Tensor):
+        inside_env[0] = True
+        try:
+            return real_step(targets)
+        finally:
+            inside_env[0] = False
+
+    env.step = step_outside_the_count
+    with CountReads():
+        dataset.collect(dataset.get_policy())
+    assert dataset.stats.episode_returns, "expected finished episodes inside the horizon"
+    # one read of the statistics, one of which finished envs were truncated
+    assert len(reads) <= 2, reads
+    env.close()
