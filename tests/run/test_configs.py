@@ -30,3 +30,25 @@ def test_gpu_config_is_puffer_phc_scale() -> None:
     assert cfg["data"]["num_envs"] == 4096
     assert cfg["data"]["horizon"] * cfg["data"]["num_envs"] // cfg["data"]["num_minibatches"] == 32768
     assert cfg["model"]["actor_hidden"] == [2048, 1536, 1024, 1024, 512, 512]
+
+
+def test_the_config_reference_lists_every_key_of_the_model_data_task_amp_and_callbacks() -> None:
+    import dataclasses
+    import inspect
+
+    import callbacks
+    from phc_lightning.amp.config import AMPConfig
+    from phc_lightning.learner.module import PHCModule
+    from phc_lightning.rollout.datamodule import PHCDataModule
+    from phc_lightning.task.config import TaskConfig
+
+    def arguments(cls: type) -> list:
+        return [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")]
+
+    reference = (CONFIGS.parent / "docs" / "config.md").read_text()
+    keys = [f"model.{k}" for k in arguments(PHCModule) if k != "obs_dim"]
+    keys += [f"model.amp.{f.name}" for f in dataclasses.fields(AMPConfig)]
+    keys += [f"data.{k}" for k in arguments(PHCDataModule) if k != "amp"]
+    keys += [f"data.task.{f.name}" for f in dataclasses.fields(TaskConfig)]
+    keys += [f"`{k}`" for name in callbacks.__all__ for k in arguments(getattr(callbacks, name))]
+    assert [key for key in keys if (key if key.startswith("`") else f"`{key}`") not in reference] == []
