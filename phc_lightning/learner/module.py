@@ -119,7 +119,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             adam_eps: Adam epsilon.
             clip_coef: PPO ratio clip epsilon.
             target_kl: skip the rest of an iteration's optimizer steps once a minibatch's approx KL exceeds this
-                (null: never).
+                (null: never); also the KL that ``LRAnnealing(schedule="adaptive_kl")`` steers to, unless given its own.
             value_clip: value-prediction clip around the rollout values (in normalized units when
                 ``normalize_value``); null for unclipped 0.5 * MSE.
             vf_coef: weight of the value loss.

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, NoReturn, Optional, Set
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.checkpoint_file import read_checkpoint
 from phc_lightning.learner.module import PHCModule
 from phc_lightning.learner.resume import (
@@ -158,6 +159,17 @@ class PHCCLI(LightningCLI):
         accepted = set(inspect.signature(PHCModule.__init__).parameters) - {"self", *NOT_REPLAYED}
         return {k: v for k, v in saved.items() if k in accepted}
 
+    def instantiate_classes(self) -> None:
+        """A :class:`ConfigError` raised while a class is built (say, a callback's ``__init__``) reaches the user as
+        its own line, not as jsonargparse's many-line report of every type it tried."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            cause = _config_error_in(err)
+            if cause is None or cause is err:
+                raise
+            raise cause from None
+
 
 def _given_settings(parser: LightningArgumentParser, args: Any) -> Optional[Namespace]:
     """The settings the config files and flags set, without the defaults; None when that cannot be known (every
@@ -187,6 +199,21 @@ def _say(line: str) -> None:
     """One notice line on stderr, from the first process only (every process of a DDP run parses the config)."""
     if is_first_process():
         print(line, file=sys.stderr)
+
+
+def _config_error_in(err: BaseException) -> Optional[ConfigError]:
+    """The first :class:`ConfigError` among ``err`` and the exceptions it was raised from or during."""
+    seen: Set[int] = set()
+    todo: List[Optional[BaseException]] = [err]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, ConfigError):
+            return current
+        seen.add(id(current))
+        todo += [current.__cause__, current.__context__]
+    return None
 
 
 def _plain(group: object) -> Dict[str, object]:
