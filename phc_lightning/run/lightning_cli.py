@@ -97,7 +97,9 @@ class PHCCLI(LightningCLI):
         """Parse as LightningCLI does, and also note which settings the config files and flags set (a resume takes
         the others from the checkpoint)."""
         super().parse_arguments(parser, args)
-        self._given = _given_settings(parser, args)
+        subcommand = self.config.get("subcommand")
+        resuming = subcommand == "fit" and self.config[subcommand].get("ckpt_path") is not None
+        self._given = _given_settings(parser, args) if resuming else None  # a second parse: only when needed
 
     def _parse_ckpt_path(self) -> None:
         """Resolve the run directory, read the checkpoint (one line for a file that is not one of ours), then settle
