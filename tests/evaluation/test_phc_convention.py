@@ -15,7 +15,6 @@ import torch
 
 from phc_lightning.core import skeleton
 from phc_lightning.evaluation.metrics import ERROR_NAMES
-from phc_lightning.evaluation.phc_convention import PHCChunk, phc_num_steps
 from phc_lightning.evaluation.playback import play_motions
 from phc_lightning.learner.module import PHCModule
 from phc_lightning.motion import BUNDLED_MOTIONS
@@ -135,6 +134,8 @@ def test_hand_and_toe_errors_count_in_both_24_body_means_and_never_fail(metres: 
 
 
 def test_the_chunk_stops_with_the_last_alive_motion_or_the_last_failure() -> None:
+    from phc_lightning.evaluation.phc_convention import PHCChunk, phc_num_steps
+
     num_steps = torch.tensor([50, 100, 80])
     chunk = PHCChunk(num_steps, torch.tensor([True, True, False]))  # env 2 is a spare
     counted = [chunk.record(k, torch.tensor([k == 9, k == 69, True])) for k in range(70)]
