@@ -7,6 +7,9 @@ and ``MotionResampling`` reads :meth:`TrackingEvaluation.eval_failed`.
 With several processes each plays its share of the motions: torchmetrics sums the metric states over the
 processes, and the per-motion rows are gathered on the first read after the evaluation (every rank reads them at
 the same hooks), so every rank sees every motion's row.
+
+Two conventions are accumulated from the same play (docs/evaluation.md): ours (``success_rate``, ``mpjpe_g``, ...)
+and PHC's own (``phc/success_rate``, ``phc/mpjpe_g``, ...; logged as ``eval/phc/...``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from phc_lightning.evaluation.metrics import ERROR_NAMES, MotionTrackingMetrics
+from phc_lightning.evaluation.phc_convention import PHC_PREFIX
 from phc_lightning.evaluation.playback import per_motion_rows
 from phc_lightning.rl import distributed
 
@@ -28,6 +32,7 @@ class TrackingEvaluation:
 
     def _init_evaluation(self) -> None:
         self.eval_metrics = MotionTrackingMetrics()
+        self.eval_metrics_phc = MotionTrackingMetrics()  # the same motions under PHC's convention
         self._eval_rows: List[Dict[str, float]] = []
         self._rows_gathered = False
 
@@ -38,6 +43,7 @@ class TrackingEvaluation:
     def on_validation_epoch_start(self) -> None:
         """Fresh metric states and per-motion rows for this evaluation."""
         self.eval_metrics.reset()
+        self.eval_metrics_phc.reset()
         self._eval_rows = []
         self._rows_gathered = False
 
@@ -55,11 +61,19 @@ class TrackingEvaluation:
         sums = {name: batch[f"sums/{name}"] for name in ERROR_NAMES}
         frames = {name: batch[f"frames/{name}"] for name in ERROR_NAMES}
         self.eval_metrics.update(None, None, batch["success"], sums=sums, frames=frames)
+        if "phc/success" in batch:
+            sums = {name: batch[f"phc/sums/{name}"] for name in ERROR_NAMES}
+            frames = {name: batch[f"phc/frames/{name}"] for name in ERROR_NAMES}
+            self.eval_metrics_phc.update(None, None, batch["phc/success"], sums=sums, frames=frames)
         self._eval_rows.extend(per_motion_rows(batch))
 
     def eval_results(self) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
-        """Summary metrics of the current evaluation and its per-motion rows (sorted by motion id)."""
+        """Summary metrics of the current evaluation and its per-motion rows (sorted by motion id).
+
+        The summary holds our convention's keys (``success_rate``, ``mpjpe_g``, ...) and PHC's (``phc/...``).
+        """
         summary = {k: float(v) for k, v in self.eval_metrics.compute().items()}
+        summary.update({PHC_PREFIX + k: float(v) for k, v in self.eval_metrics_phc.compute().items()})
         return summary, sorted(self._all_rows(), key=lambda r: r["motion_id"])
 
     def _all_rows(self) -> List[Dict[str, float]]:
