@@ -187,3 +187,23 @@ def test_merging_rank_summaries_equals_one_normalizer_over_all_data() -> None:
     assert int(merged.count) == int(one.count) == 21
     torch.testing.assert_close(merged.mean, one.mean)
     torch.testing.assert_close(merged.var, one.var)
+
+
+def test_one_merge_serves_the_normalizer_and_the_rank_combination() -> None:
+    from phc_lightning.rl.normalization import merge_moments
+
+    torch.manual_seed(1)
+    a, b = torch.randn(9, 3, dtype=torch.float64) * 2 + 1, torch.randn(4, 3, dtype=torch.float64) - 3
+    count, mean, var = merge_moments(*distributed.batch_moments(a), *distributed.batch_moments(b))
+    whole_var, whole_mean = torch.var_mean(torch.cat([a, b]), dim=0, correction=0)
+    assert count == 13
+    torch.testing.assert_close(mean, whole_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var, whole_var, rtol=1e-12, atol=1e-12)
+    # the ranks' combination is that merge, in rank order
+    assert distributed.combine_moments([distributed.batch_moments(a), (0, mean, var), distributed.batch_moments(b)])[
+        0] == 13
+    norm = RunningNorm(3)
+    norm.update(a.float())
+    norm.update(b.float())
+    torch.testing.assert_close(norm.mean, whole_mean.float())
+    torch.testing.assert_close(norm.var, whole_var.float())
