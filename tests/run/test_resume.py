@@ -160,7 +160,7 @@ def test_checkpoint_holds_everything_as_plain_tensors_and_warm_start_anchors(tmp
     assert "MotionResampling" in callbacks and "PHCCheckpoint" in callbacks
 
     # warm start: weights come over, counters and optimizer start fresh, the L2 anchor is the loaded weights
-    cli = run_cli(["--config", SMOKE, "--model.init_from", str(last)], run=False)
+    cli = run_cli(["--config", SMOKE, "--model.init_from", str(last), "--model.l2_init_coef", "0.1"], run=False)
     module = cli.model
     for key in ("policy.actor.0.weight", "obs_norm.mean"):
         torch.testing.assert_close(module.state_dict()[key], ckpt["state_dict"][key])
