@@ -28,7 +28,8 @@ class IterationHooks:
 
     def _open_iteration(self, batch: Dict[str, Any], batch_idx: int) -> None:
         """The first minibatch of an iteration carries the rollout's summary: count its env steps now, so hooks
-        of the next epoch and the logs see the steps collected so far."""
+        of the next epoch and the logs see the steps collected so far (``env_steps`` is the run's one counter, saved
+        with the module)."""
         summary = batch.pop(ITERATION_KEY, None)
         if summary is None:
             if batch_idx == 0:
@@ -64,7 +65,8 @@ class IterationHooks:
         logs = distributed.mean_logs_across_ranks(logs)  # keys may differ by rank: no per-key sync_dist
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
         self.log_env_step()
-        if summary["stop"]:
+        total = summary["total_timesteps"]
+        if total is not None and int(self.env_steps) >= total:
             self.trainer.should_stop = True
 
     def log_env_step(self) -> None:

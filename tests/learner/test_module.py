@@ -47,7 +47,7 @@ def make_minibatches(module: PHCModule, num: int = 4, seed: int = 0) -> List[Dic
     # As the rollout does: the iteration's summary travels with its first minibatch.
     every_obs = torch.cat([b["obs"] for b in batches])
     every_return = torch.cat([b["returns"] for b in batches])
-    batches[0][ITERATION_KEY] = iteration_summary(every_obs, every_return, 1000, False, {"perf/collect_time": 0.1})
+    batches[0][ITERATION_KEY] = iteration_summary(every_obs, every_return, 1000, None, {"perf/collect_time": 0.1})
     return batches
 
 
