@@ -114,8 +114,8 @@ def iteration_summary(obs: Tensor, returns: Tensor, env_steps: int, total_timest
     """What the learner needs once per iteration, handed over with the first minibatch.
 
     Args:
-        obs: every raw observation the iteration saw ``[B, obs_dim]`` (with the reset observations of a fresh
-            start), merged into the observation normalizer after the update.
+        obs: the raw observation of every transition of the iteration ``[B, obs_dim]`` (the buffer's rows, each
+            once), merged into the observation normalizer after the update.
         returns: GAE returns ``[B]``, merged into the value normalizer after the update.
         env_steps: env steps this iteration collected (of every process); the learner counts them, the one env-step
             counter of a run.
@@ -204,14 +204,16 @@ class RolloutDataset(IterableDataset):
         """Minibatches per iteration (Lightning does not prefetch from a dataset with a length)."""
         return self.update_epochs * self.num_minibatches
 
+    def restart_from(self, obs: Tensor) -> None:
+        """Every env was reset outside collection (e.g. onto new motions, ``MotionResampling``): the next iteration
+        continues from their observations ``obs [N, obs_dim]``, each env with a blank recurrent memory."""
+        self.next_obs = obs
+        self.policy_state = None
+
     def __iter__(self) -> Iterator[Dict[str, Tensor]]:
         policy = self.get_policy()
         start = time.perf_counter()
-        reset_obs = None
-        if self.next_obs is None:
-            reset_obs = self.next_obs = self.env.reset()
-            self.policy_state = None  # every env restarts, so does its memory
-        buf = self.collect(policy)
+        buf = self.collect(policy)  # a fresh start (no observations to continue from) resets the envs first
         amp_stats: Dict[str, float] = {}
         if self.amp is not None:  # the mixed reward is what GAE sees
             buf.rewards, amp_stats = self.amp.mix_rewards(policy, buf.rewards)
@@ -231,8 +233,7 @@ class RolloutDataset(IterableDataset):
         self.stats.collect_time = time.perf_counter() - start
         stats = self.stats.as_log_dict()
         stats.update(amp_stats)
-        norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
-        summary = iteration_summary(norm_obs, flat["returns"], steps, self.total_timesteps, stats)
+        summary = iteration_summary(flat["obs"], flat["returns"], steps, self.total_timesteps, stats)
         # Each row's index into the flat batch travels with the minibatch: AMP takes its agent samples by it.
         flat[_ROW_KEY] = torch.arange(flat["values"].numel(), device=flat["values"].device)
         if policy.recurrent_state_size:
@@ -304,8 +305,7 @@ class RolloutDataset(IterableDataset):
         """
         env = self.env
         if self.next_obs is None:
-            self.next_obs = env.reset()
-            self.policy_state = None
+            self.restart_from(env.reset())
         state = self.policy_state
         if state is None:
             state = torch.zeros(env.num_envs, module.recurrent_state_size, device=module.device)

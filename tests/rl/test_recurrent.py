@@ -90,8 +90,8 @@ def test_hidden_states_are_zeroed_exactly_for_the_envs_that_ended_and_after_a_fu
     with torch.no_grad():
         dataset.collect(module)
     assert torch.equal(calls[HORIZON][0], carried)
-    # motion resampling (or any full reset) sets next_obs None: every env's memory starts over
-    dataset.next_obs = None
+    # motion resampling (or any full reset) restarts the rollout from the reset envs: every env's memory starts over
+    dataset.restart_from(dataset.env.reset())
     next(iter(dataset))
     assert torch.all(calls[2 * HORIZON][0] == 0)
     dataset.env.close()

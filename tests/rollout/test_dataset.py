@@ -104,8 +104,8 @@ def test_training_stops_at_total_timesteps_by_the_modules_count_also_after_a_res
 def test_the_summary_carries_the_observations_for_the_normalizer_and_collection_leaves_it_alone() -> None:
     dataset, module = make_dataset()
     _, first = run_iteration(dataset)
-    # the first iteration also hands over the reset observations the envs started from
-    assert first["obs"].shape[0] == NUM_ENVS + HORIZON * NUM_ENVS
+    # the buffer's rows, each once (the reset observations the envs started from are its first row)
+    assert first["obs"].shape[0] == HORIZON * NUM_ENVS
     assert first["returns"].shape[0] == HORIZON * NUM_ENVS
     _, second = run_iteration(dataset)
     assert second["obs"].shape[0] == HORIZON * NUM_ENVS
