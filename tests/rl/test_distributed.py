@@ -82,6 +82,38 @@ def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run
         assert ids == list(range(7)), (name, ids)  # the bundled synthetic motions
 
 
+LSTM_FLAGS = ("--model.recurrent", "both", "--model.lstm_hidden", "16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["amp", "lstm"])
+def test_amp_and_lstm_runs_train_identically_in_two_processes_and_validate(tmp_path: Path, variant: str) -> None:
+    from tests.amp.test_fit import AMP_FLAGS
+
+    probe = tmp_path / "probe.jsonl"
+    run = fit2(tmp_path, 2, PROBE, "--trainer.callbacks.out", str(probe),
+               *(AMP_FLAGS if variant == "amp" else LSTM_FLAGS))
+    records = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:  # every parameter (with AMP the discriminator's too) and normalizer, after every iteration
+        assert r["params_equal"] and r["norm_equal"] and r["envs_differ"], r
+        assert r["env_steps"] == [2 * STEPS * (r["epoch"] + 1)] * 2
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ranks = ckpt["PHCDataModule"]["ranks"]
+    assert len(ranks) == 2
+    if variant == "amp":
+        assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+        assert all(rank["rollout"]["amp"]["frames"] is not None for rank in ranks)
+    else:
+        assert ckpt["hyper_parameters"]["recurrent"] == "both"
+    # the evaluation during fit (epoch 1) covered every motion once, and the checkpoint validates
+    ids = [int(row["motion_id"]) for row in motion_rows(run / "eval" / "epoch00001_motions.csv")]
+    assert ids == list(range(7))
+    phc(tmp_path, "validate", "--config", SMOKE, "--trainer.accelerator", "cpu", "--ckpt_path",
+        str(run / "checkpoints" / "last.ckpt"))
+    assert json.loads((run / "eval" / "validate_summary.json").read_text())["num_motions"] == 7
+
+
 @pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(two_process_run: Path) -> None:
     ckpt = str(two_process_run / "checkpoints" / "last.ckpt")
