@@ -9,12 +9,9 @@ collecting, :meth:`update_normalizers` after the update, and feeds flat minibatc
 
 A recurrent policy (``recurrent``) gets whole segments instead, time-major, with each segment's start state and
 episode starts (:mod:`phc_lightning.rl.segments`); its memory is carried by the caller through :meth:`act_step`.
-
 ``A`` is the number of controlled hinges (57 with PHC's frozen hands and toes): frozen hinges are not part of the
-action distribution, so they add nothing to log-probs, entropy or the bound loss.
-
-One Lightning epoch is one PPO iteration; every minibatch is one optimizer step (``update_epochs`` passes
-over the rollout are the dataset's job). Loss and diagnostic definitions live in :mod:`phc_lightning.rl.ppo`.
+action distribution, so they add nothing to log-probs, entropy or the bound loss. One Lightning epoch is one PPO
+iteration; every minibatch is one optimizer step. Loss definitions live in :mod:`phc_lightning.rl.ppo`.
 """
 
 from __future__ import annotations
@@ -238,21 +235,15 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     def normalize_value(self, values: Tensor) -> Tensor:
         """Return-unit values ``[B]`` to the critic's units (identity without ``normalize_value``)."""
-        if self.value_norm is None:
-            return values
-        return self.value_norm(values.unsqueeze(-1)).squeeze(-1)
+        return values if self.value_norm is None else self.value_norm(values.unsqueeze(-1)).squeeze(-1)
 
     def _denormalize_value(self, values: Tensor) -> Tensor:
-        if self.value_norm is None:
-            return values
-        return self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
+        return values if self.value_norm is None else self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
 
     def _normalize(self, obs: Tensor) -> Tensor:
         if obs.dim() != 2 or obs.shape[1] != self.hparams.obs_dim:
             raise ValueError(f"PHCModule: expected obs of shape [N, {self.hparams.obs_dim}], got {tuple(obs.shape)}")
         return self.obs_norm(obs)
-
-    # ------------------------------------------------------------------ L2-to-init anchor
 
     def reset_l2_anchor(self) -> None:
         """Snapshot the current policy parameters as the anchor of the L2-to-init term (e.g. after a warm start);
@@ -360,10 +351,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     def configure_optimizers(self) -> Union[torch.optim.Optimizer, List[torch.optim.Optimizer]]:
         """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups; with
-        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both).
-
-        The normalizers and the anchor are buffers, never optimized.
-        """
+        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both). The normalizers
+        and the anchor are buffers, never optimized."""
         hp = self.hparams
         critic = [p for part in critic_modules(self.policy) for p in part.parameters()]
         critic_ids = {id(p) for p in critic}

@@ -158,6 +158,9 @@ def test_at_l2_init_coef_0_no_anchor_is_kept_computed_or_logged(tmp_path):
     torch.save(ckpt, path)  # as written before the anchor was skipped at 0
     plain = PHCModule.load_from_checkpoint(path)
     assert plain.l2_anchor is None
+    from phc_lightning.learner.checkpoint import load_checkpoint_module
+
+    assert load_checkpoint_module(str(path))[0].l2_anchor is None  # export and render read it too
 
 
 class GradNormRecorder(L.Callback):
