@@ -22,7 +22,8 @@ torchmetrics' own ``dist_reduce_fx="sum"`` states.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+import math
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torchmetrics import Metric
@@ -32,6 +33,14 @@ Tensor = torch.Tensor
 ERROR_NAMES = ("mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist")
 # Number of frames each error loses at the end of a motion (finite differences).
 _FRAME_OFFSET = {"mpjpe_g": 0, "mpjpe_l": 0, "mpjpe_pa": 0, "vel_dist": 1, "accel_dist": 2}
+
+
+def evaluation_score(success_rate: float, mpjpe_g: float) -> Tuple[float, float]:
+    """Sort key of evaluations, larger is better: the success rate, then the lower ``mpjpe_g`` (a NaN rate or error
+    counts as the worst)."""
+    rate = -math.inf if math.isnan(success_rate) else float(success_rate)
+    error = math.inf if math.isnan(mpjpe_g) else float(mpjpe_g)
+    return rate, -error
 
 
 def _check_positions(pred: Tensor, gt: Tensor, min_dims: int = 3) -> None:

@@ -58,12 +58,13 @@ def play_motions(
     lengths = torch.zeros(n, dtype=torch.long, device=env.device)
     errors, phc_errors = StreamingErrors(n, env.device), StreamingErrors(n, env.device)
     device = next(module.parameters()).device
-    state = torch.zeros(n, module.recurrent_state_size, device=device)  # every motion starts with a blank memory
+    # the actor's memory only (the critic never runs here); every motion starts with a blank one
+    state = torch.zeros(n, module.actor_state_size, device=device)
     for step in range(max_steps):
         if zero_actions:
             actions = torch.zeros(n, module.action_dim, device=device)
         else:
-            actions, _, _, state = module.act_step(obs.to(device), state, deterministic=True)
+            actions, state = module.act_deterministic(obs.to(device), state)
         result = env.step(module.pd_targets(actions.to(env.device), env.ref_next_dof_pos))
         # an env that ended was reset (its replays are discarded, but start them afresh as training would)
         state = state.masked_fill((result.terminated | result.truncated).to(device).unsqueeze(-1), 0.0)

@@ -27,8 +27,9 @@ Tensor = torch.Tensor
 
 
 class TrackingEvaluation:
-    """Mixin of :class:`phc_lightning.learner.module.PHCModule` (a ``LightningModule``); call
-    :meth:`_init_evaluation` in ``__init__``."""
+    """Helpers of :class:`phc_lightning.learner.module.PHCModule` (a ``LightningModule``): call
+    :meth:`_init_evaluation` in ``__init__``; PHCModule's validation hooks call :meth:`_start_evaluation`,
+    :meth:`_accumulate_eval` and :meth:`_log_evaluation`."""
 
     def _init_evaluation(self) -> None:
         self.eval_metrics = MotionTrackingMetrics()
@@ -36,28 +37,21 @@ class TrackingEvaluation:
         self._eval_rows: List[Dict[str, float]] = []
         self._rows_gathered = False
 
-    def on_fit_start(self) -> None:
-        """Several processes: evaluations during fit must not wait on per-forward buffer broadcasts."""
-        distributed.stop_buffer_broadcast(self.trainer.strategy.model)
-
-    def on_validation_epoch_start(self) -> None:
+    def _start_evaluation(self) -> None:
         """Fresh metric states and per-motion rows for this evaluation."""
         self.eval_metrics.reset()
         self.eval_metrics_phc.reset()
         self._eval_rows = []
         self._rows_gathered = False
 
-    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> None:
-        """Accumulate one chunk of played motions (:func:`~phc_lightning.evaluation.playback.play_motions` output)."""
-        self._accumulate_eval(batch)
-
-    def on_validation_epoch_end(self) -> None:
+    def _log_evaluation(self) -> None:
         """Log ``eval/*`` (torchmetrics syncs the sums across processes)."""
         summary, _ = self.eval_results()
         self.log_dict({"eval/" + k: v for k, v in summary.items()}, batch_size=1)
         self.log_env_step()
 
     def _accumulate_eval(self, batch: Dict[str, Tensor]) -> None:
+        """Add one chunk of played motions (:func:`~phc_lightning.evaluation.playback.play_motions` output)."""
         sums = {name: batch[f"sums/{name}"] for name in ERROR_NAMES}
         frames = {name: batch[f"frames/{name}"] for name in ERROR_NAMES}
         self.eval_metrics.update(None, None, batch["success"], sums=sums, frames=frames)
@@ -93,7 +87,7 @@ class TrackingEvaluation:
     @torch.no_grad()
     def evaluate(self, dataloader) -> Tuple[Dict[str, float], List[Dict[str, float]]]:
         """Run an evaluation outside Lightning's loops (the final evaluation after fit)."""
-        self.on_validation_epoch_start()
+        self._start_evaluation()
         was_training = self.training
         self.eval()
         for batch in dataloader:
