@@ -5,6 +5,9 @@ Evaluation runs through Lightning's validation loop (the datamodule's ``val_data
 module's ``validation_step`` feeds torchmetrics and logs ``eval/*``), as often as ``trainer.check_val_every_n_epoch``
 says. This callback writes the per-motion CSV and a JSON summary into the run directory, prints a summary table,
 and runs the final evaluation after fit.
+
+Every figure is given in two conventions (docs/evaluation.md): ours (``mpjpe_g``, ...) and PHC's (``phc/mpjpe_g``,
+...). The table shows them side by side; the JSON's ``convention`` field names the convention of every figure.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from phc_lightning.evaluation.phc_convention import CONVENTIONS, PHC_PREFIX, convention_of
 from phc_lightning.evaluation.report import write_run_report
 
 SUMMARY_KEYS = ("success_rate", "mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist")
@@ -106,20 +110,23 @@ class EvalStats(L.Callback):
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
         with open(json_path, "w") as f:
             json.dump({"tag": tag, "epoch": trainer.current_epoch, "env_steps": int(trainer.lightning_module.env_steps),
-                       **clean}, f, indent=2)
+                       **clean, "convention": {k: convention_of(k) for k in summary},
+                       "conventions": {**CONVENTIONS, "doc": "docs/evaluation.md"}}, f, indent=2)
         self.last_files = {"csv": csv_path, "json": json_path}
         self.last_files["png"] = write_run_report(out, tag, rows, summary, motions)
 
     def print_table(self, summary: Dict[str, float], tag: str) -> None:
-        """The summary as a rich table on stdout."""
-        table = Table(title=f"PHC evaluation ({tag}): {int(summary.get('num_motions', 0))} motions")
+        """The summary as a rich table on stdout: our convention and PHC's side by side."""
+        table = Table(title=f"PHC evaluation ({tag}): {int(summary.get('num_motions', 0))} motions",
+                      caption="ours: errors stop at a motion's failure; PHC: a failed motion is replayed and its "
+                              "replays count (docs/evaluation.md)")  # fmt: skip
         table.add_column("metric")
-        table.add_column("all motions", justify="right")
-        table.add_column("successful only", justify="right")
+        for name in ("ours, all", "ours, successful", "PHC, all", "PHC, successful"):
+            table.add_column(name, justify="right")
         for key in SUMMARY_KEYS:
             unit = "" if key == "success_rate" else " mm"
-            succ = summary.get(key + "_succ")
-            table.add_row(key, f"{summary[key]:.3f}{unit}", "" if succ is None else f"{succ:.3f}{unit}")
+            cells = [summary.get(prefix + key + suffix) for prefix in ("", PHC_PREFIX) for suffix in ("", "_succ")]
+            table.add_row(key, *("" if v is None else f"{v:.3f}{unit}" for v in cells))
         console = Console()
         console.print(table)
         for path in self.last_files.values():

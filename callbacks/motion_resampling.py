@@ -17,7 +17,8 @@ class MotionResampling(L.Callback):
 
     Every evaluation during fit updates the per-motion failure history; the weights follow the sampler's mode
     (``soft``: ∝ cumulative failures, uniform while nothing failed; ``hard``: uniform over the last failures;
-    ``decay``: failed → 1, successful × decay, floor 1/M). Then the envs are reset on their new motions.
+    ``decay``: failed → 1, successful × decay, floor 1/M). Then the envs are reset on their new motions, once: the
+    next iteration continues from those reset states, each env with a blank recurrent memory.
 
     With several processes the failures come from the gathered evaluation (every motion once overall), so the
     weights are the same on every rank; the draw RNG is the same too: each rank draws the ids of all ranks' envs
@@ -82,8 +83,9 @@ class MotionResampling(L.Callback):
         dm.motions.set_sampling_weights(self.sampler.weights())
         n, rank, world = dm.env.num_envs, trainer.global_rank, trainer.world_size
         ids = dm.motions.sample_motions(n * world, generator=self.generator)[rank * n : (rank + 1) * n]
-        dm.env.assign_motions(ids)
-        dm.rollout.next_obs = None  # the next iteration starts from the new motions' reset states
+        # assign_motions resets every env onto its new motion: the next iteration starts from those states (one
+        # reference-state init, one draw of the env's RNG)
+        dm.rollout.restart_from(dm.env.assign_motions(ids))
         return ids
 
     def state_dict(self) -> Dict[str, Any]:

@@ -11,11 +11,14 @@ import lightning as L
 import torch
 
 from phc_lightning.rl import distributed
+from phc_lightning.rl.normalization import RunningNorm
 
 
 def _checksums(pl_module: L.LightningModule) -> Dict[str, Any]:
-    params = torch.cat([p.detach().flatten().double() for p in pl_module.policy.parameters()])
-    norm = torch.cat([pl_module.obs_norm.mean.double(), pl_module.obs_norm.var.double()])
+    # every parameter (policy, and with AMP the discriminator) and every normalizer (obs, value, AMP)
+    params = torch.cat([p.detach().flatten().double() for p in pl_module.parameters()])
+    norms = [m for m in pl_module.modules() if isinstance(m, RunningNorm)]
+    norm = torch.cat([t.detach().flatten().double() for m in norms for t in (m.mean, m.var, m.count)])
     return {"params": params, "norm": norm, "norm_count": int(pl_module.obs_norm.count),
             "env_steps": int(pl_module.env_steps)}
 

@@ -172,3 +172,10 @@ def test_a_run_config_naming_the_old_csv_logger_still_parses() -> None:
                                             '"init_args": {"save_dir": "runs"}}'])
     logger = parser.instantiate_classes(config).logger
     assert type(logger).__module__ == "phc_lightning.run.loggers"
+
+
+def test_the_observation_size_is_written_down_once() -> None:
+    """934 is derived in task/observations.py (OBS_DIM); every other module takes it from there."""
+    copies = [module for module, path in sorted(MODULES.items()) for node in ast.walk(ast.parse(path.read_text()))
+              if isinstance(node, ast.Constant) and type(node.value) is int and node.value == 934]
+    assert copies == [], copies

@@ -3,11 +3,17 @@ into the task reward before GAE, the agent replay buffer, and demo samples for e
 
 :class:`~phc_lightning.rollout.dataset.RolloutDataset` calls, per iteration::
 
-    amp.begin(env, horizon)                  # before the first step: histories of freshly reset envs
+    amp.begin(env, horizon)                  # before the first step: histories of freshly reset envs; the last
+                                             # iteration's kept agent samples enter the replay buffer
     amp.record(t, result, env)               # after every env step
     rewards, stats = amp.mix_rewards(policy, task_rewards)   # before GAE
-    amp.store_replay()                       # the iteration's agent samples offered to the replay buffer
+    amp.store_replay()                       # which of the iteration's agent samples the replay buffer keeps
     minibatch.update(amp.minibatch(mb_inds))  # agent, replay and demo samples of each minibatch
+
+The replay buffer holds earlier iterations' samples only: the rows an iteration keeps are chosen when it is collected
+(the same draw as storing them at once) and stored when the next iteration starts, after this iteration's update
+(ASE stores after the update), so a minibatch's replay samples never come from its own rollout. Until then they are
+``pending``, part of the saved state.
 
 The env computes the 196 features of its post-step, pre-reset state (``HumanoidTracking(state_features=...)``):
 an env that finishes an episode is reset inside ``step``, and its AMP history restarts from the reference motion
@@ -72,12 +78,17 @@ class AMPCollector:
         self.replay = ReplayBuffer(config.replay_size, self.obs_dim, config.replay_keep_prob, self.device, seed + 1)
         self.frames: Optional[Tensor] = None  # (N, history, 196) agent history, newest first
         self.obs: Optional[Tensor] = None  # (T, N, history * 196) this iteration's agent samples
+        self.pending: Optional[Tensor] = None  # (K, history * 196) kept for the replay buffer, stored next iteration
 
     # ------------------------------------------------------------------ collection
 
     def begin(self, env: HumanoidTracking, horizon: int) -> None:
         """Before an iteration's first step: envs reset since the last step (``progress == 0``: a fresh start, a
-        resampling, or the auto-reset of the last step) start their history on their reference motion."""
+        resampling, or the auto-reset of the last step) start their history on their reference motion; the samples the
+        last iteration kept enter the replay buffer (after that iteration's update)."""
+        if self.pending is not None:
+            self.replay.insert(self.pending)
+            self.pending = None
         n = env.num_envs
         with one_cpu_thread(env.device):
             fresh = env.progress == 0
@@ -120,8 +131,9 @@ class AMPCollector:
         return mixed, {"rewards/task": means[0], "rewards/disc": means[1]}
 
     def store_replay(self) -> None:
-        """Offer this iteration's agent samples to the replay buffer (each kept with ``replay_keep_prob``)."""
-        self.replay.add(self.obs.flatten(0, 1))
+        """Choose which of this iteration's agent samples the replay buffer keeps (each with ``replay_keep_prob``);
+        they are stored when the next iteration begins, so this iteration's minibatches never replay them."""
+        self.pending = self.replay.select(self.obs.flatten(0, 1))
 
     def minibatch(self, mb_inds: Tensor) -> Dict[str, Tensor]:
         """Discriminator inputs of a minibatch: the agent samples of its first ``batch_rows`` transitions (the
@@ -135,11 +147,12 @@ class AMPCollector:
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> Dict[str, Any]:
-        """Agent histories, demo RNG and replay buffer (CPU tensors and ints)."""
+        """Agent histories, demo RNG, replay buffer and the samples pending for it (CPU tensors and ints)."""
         return {
             "frames": None if self.frames is None else self.frames.cpu().clone(),
             "demo_rng": self.demo_generator.get_state(),
             "replay": self.replay.state_dict(),
+            "pending": None if self.pending is None else self.pending.cpu().clone(),
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -148,3 +161,5 @@ class AMPCollector:
         self.frames = None if frames is None else frames.to(self.device)
         self.demo_generator.set_state(state["demo_rng"])
         self.replay.load_state_dict(state["replay"])
+        pending = state.get("pending")  # checkpoints from before the deferral stored at once: nothing pending
+        self.pending = None if pending is None else pending.to(self.device)

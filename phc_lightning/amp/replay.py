@@ -34,11 +34,21 @@ class ReplayBuffer:
 
     def add(self, rows: Tensor) -> int:
         """Offer ``rows [B, dim]``; each is kept with ``keep_prob``. Returns how many were stored (one host read)."""
+        return self.insert(self.select(rows))
+
+    def select(self, rows: Tensor) -> Tensor:
+        """The rows of ``rows [B, dim]`` that :meth:`add` would store (each kept with ``keep_prob``; a random subset
+        when more than ``capacity``), drawn now from the buffer's generator, stored only by :meth:`insert`."""
         keep = torch.rand(rows.shape[0], generator=self.generator, device=self.device) < self.keep_prob
         kept = rows[keep.to(rows.device)].to(self.device)
         if kept.shape[0] > self.capacity:  # more than fit: a random subset
             pick = torch.randperm(kept.shape[0], generator=self.generator, device=self.device)[: self.capacity]
             kept = kept[pick]
+        return kept
+
+    def insert(self, kept: Tensor) -> int:
+        """Store ``kept [K, dim]`` (K <= capacity, from :meth:`select`) over the oldest rows; no random draw. Returns
+        K."""
         count = kept.shape[0]
         if count == 0:
             return 0

@@ -5,8 +5,9 @@ config's own training callbacks (lr schedule, motion resampling, your own) but n
 directory. Every ``--eval_every`` iterations Lightning's validation loop runs the full PHC evaluation
 (deterministic, every motion once, full length), so failure-driven resampling sees it as in a real run; the clock
 of the budget stops while it evaluates. At the end it evaluates the final policy and the
-zero-action baseline under the same action interface, prints the curve and both tables, and writes a JSON summary;
-with ``--save_ckpt`` also the final policy's checkpoint, for ``phc validate`` / ``render`` / ``export``.
+zero-action baseline under the same action interface, prints the curve and both tables and names the best evaluation
+(higher success rate, then lower ``mpjpe_g``) beside the final one, and writes a JSON summary; with ``--save_ckpt``
+also the final policy's checkpoint, for ``phc validate`` / ``render`` / ``export``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from rich.console import Console
 from rich.table import Table
 
+from phc_lightning.evaluation.metrics import evaluation_score
 from phc_lightning.evaluation.playback import EvalDataset
 
 CURVE_KEYS = {
@@ -159,6 +161,25 @@ def stability(evals: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"max_success_drop": worst_drop, "best_num_success": best}
 
 
+def best_evaluation(evals: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The best of the periodic and final evaluations (higher success rate, then lower ``mpjpe_g``; the earliest of
+    equals): which one (its index in ``evaluations``, and whether it is the final one), when, and how good."""
+    if not evals:
+        return None
+
+    def score(i: int) -> Any:
+        record = evals[i]
+        rate, error = record.get("success_rate"), record.get("mpjpe_g")
+        return evaluation_score(math.nan if rate is None else rate, math.nan if error is None else error), -i
+
+    index = max(range(len(evals)), key=score)
+    record = evals[index]
+    return {"evaluation": index, "final": index == len(evals) - 1, "epoch": record["epoch"],
+            "env_steps": record["env_steps"], "train_minutes": record["train_minutes"],
+            "num_success": record["num_success"], "num_motions": len(record["motions"]),
+            "success_rate": record.get("success_rate"), "mpjpe_g": record.get("mpjpe_g")}
+
+
 CLIPFRAC_BOUND = 0.3
 """Clip fraction an iteration should stay under (PPO's usual sign that updates leave the trust region)."""
 
@@ -185,6 +206,15 @@ def _print_summary(summary: Dict[str, Any]) -> None:
     def f(value: Optional[float], spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
+    best, final = summary["best"], summary["final"]
+    if best is not None and final:
+        which = "the final one" if best["final"] else f"evaluation {best['evaluation']}, epoch {best['epoch']}"
+        Console().print(
+            f"best evaluation: {which} @ {best['env_steps']:,} env steps: {best['num_success']}/"
+            f"{best['num_motions']} tracked, mpjpe_g {f(best['mpjpe_g'], '.1f')} mm  |  final: "
+            f"{final['num_success']}/{len(final['motions'])} tracked, mpjpe_g {f(final.get('mpjpe_g'), '.1f')} mm",
+            highlight=False, soft_wrap=True,
+        )
     Console().print(
         f"stability: best {stab['best_num_success']} motions, largest drop below the best so far "
         f"{stab['max_success_drop']}  |  approx KL mean {f(tr['approx_kl_mean'], '.4f')} max "
@@ -240,6 +270,7 @@ def bench_learn(
         "wall_minutes": (time.perf_counter() - start) / 60.0,
         "env_steps": recorder.curve[-1]["env_steps"] if recorder.curve else 0,
         "final": recorder.final,
+        "best": best_evaluation(recorder.evals),
         "zero_action_baseline": recorder.baseline,
         "stability": stability(recorder.evals),
         "trust_region": trust_region(recorder.curve),

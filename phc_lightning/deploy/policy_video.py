@@ -77,12 +77,12 @@ def play_and_record(env: HumanoidTracking, module: torch.nn.Module, motion_ids: 
     ref_q: List[np.ndarray] = []
     alive: List[np.ndarray] = []
     max_steps = int(torch.ceil(env.motions.lengths[torch.tensor(motion_ids)] / env.control_dt).max()) + 2
-    state = torch.zeros(n, module.recurrent_state_size)
+    state = torch.zeros(n, module.actor_state_size)  # the actor's memory: the critic never runs here
     for _ in range(max_steps):
         sim_q.append(state_to_qpos(env.backend.state()))
         ref_q.append(state_to_qpos(env.motions.get_state(env.motion_ids, env.motion_times)))
         alive.append(active.numpy().copy())
-        actions, _, _, state = module.act_step(obs, state, deterministic=True)
+        actions, state = module.act_deterministic(obs, state)
         result = env.step(module.pd_targets(actions, env.ref_next_dof_pos))
         state = state.masked_fill((result.terminated | result.truncated).unsqueeze(-1), 0.0)  # auto-reset envs
         finished = active & (result.terminated | result.truncated).cpu()

@@ -22,7 +22,8 @@ torchmetrics' own ``dist_reduce_fx="sum"`` states.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Union
+import math
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torchmetrics import Metric
@@ -32,6 +33,14 @@ Tensor = torch.Tensor
 ERROR_NAMES = ("mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist")
 # Number of frames each error loses at the end of a motion (finite differences).
 _FRAME_OFFSET = {"mpjpe_g": 0, "mpjpe_l": 0, "mpjpe_pa": 0, "vel_dist": 1, "accel_dist": 2}
+
+
+def evaluation_score(success_rate: float, mpjpe_g: float) -> Tuple[float, float]:
+    """Sort key of evaluations, larger is better: the success rate, then the lower ``mpjpe_g`` (a NaN rate or error
+    counts as the worst)."""
+    rate = -math.inf if math.isnan(success_rate) else float(success_rate)
+    error = math.inf if math.isnan(mpjpe_g) else float(mpjpe_g)
+    return rate, -error
 
 
 def _check_positions(pred: Tensor, gt: Tensor, min_dims: int = 3) -> None:
@@ -240,26 +249,39 @@ class StreamingErrors:
         self.seen = torch.zeros(num_envs, dtype=torch.long, device=device)
         self._history: list = []  # up to two earlier (pred, gt) frames, newest last
 
-    def add(self, pred: Tensor, gt: Tensor, active: Tensor) -> None:
-        """One frame ``[N, J, 3]`` of every env; only ``active [N]`` envs (still playing their motion) count."""
+    def add(self, pred: Tensor, gt: Tensor, active: Tensor) -> Dict[str, Tensor]:
+        """One frame ``[N, J, 3]`` of every env; only ``active [N]`` envs (still playing their motion) count.
+
+        Returns:
+            This frame's per-env errors ``{name: [N]}`` (``vel_dist`` / ``accel_dist`` once one / two earlier frames
+            were added), for :meth:`add_errors` of another accumulator that counts other frames of the same play.
+        """
         _check_positions(pred, gt)
         frame = motion_errors(pred.unsqueeze(1), gt.unsqueeze(1))  # [N, 1] each (no differences in one frame)
         per_frame = {name: frame[name][:, 0] for name in ("mpjpe_g", "mpjpe_l", "mpjpe_pa")}
-        valid = {name: active for name in per_frame}
         if self._history:
             prev_p, prev_g = self._history[-1]
             per_frame["vel_dist"] = _body_mean((pred - prev_p) - (gt - prev_g))
-            valid["vel_dist"] = active & (self.seen >= 1)
         if len(self._history) == 2:
             (p2, g2), (p1, g1) = self._history
             per_frame["accel_dist"] = _body_mean((pred - 2 * p1 + p2) - (gt - 2 * g1 + g2))
-            valid["accel_dist"] = active & (self.seen >= 2)
-        for name, err in per_frame.items():
-            # where(), not a product with the mask: finished envs were reset and hold unrelated frames.
-            self.sums[name] += torch.where(valid[name], err.double(), torch.zeros_like(self.sums[name]))
-            self.frames[name] += valid[name].long()
-        self.seen += active.long()
         self._history = (self._history + [(pred, gt)])[-2:]
+        self.add_errors(per_frame, active)
+        return per_frame
+
+    def add_errors(self, per_frame: Dict[str, Tensor], active: Tensor) -> None:
+        """Count the per-frame errors ``{name: [N]}`` that :meth:`add` returned for ``active [N]`` envs.
+
+        A difference error counts once this accumulator counted one (velocity) or two (acceleration) earlier frames
+        of the env, so ``active`` must select a run of consecutive frames from the env's first counted one.
+        """
+        needed = {"vel_dist": 1, "accel_dist": 2}
+        for name, err in per_frame.items():
+            valid = active & (self.seen >= needed.get(name, 0))
+            # where(), not a product with the mask: finished envs were reset and hold unrelated frames.
+            self.sums[name] += torch.where(valid, err.double(), torch.zeros_like(self.sums[name]))
+            self.frames[name] += valid.long()
+        self.seen += active.long()
 
 
 def _body_mean(diff: Tensor) -> Tensor:

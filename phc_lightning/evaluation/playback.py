@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from phc_lightning.evaluation.metrics import ERROR_NAMES, StreamingErrors
+from phc_lightning.evaluation.phc_convention import PHCChunk, phc_num_steps
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking
 
@@ -29,13 +30,15 @@ def play_motions(
     mode: PD targets exactly on the reference) instead of ``module``'s deterministic actions.
 
     Errors are summed frame by frame as the motions play (:class:`StreamingErrors`), so memory does not grow with
-    motion length.
+    motion length. PHC's convention is summed in the same play (:class:`PHCChunk`): a failed motion's env is reset
+    and replays it, as in PHC, while our errors stop at its failure.
 
     Returns:
         ``motion_ids [K]``; ``lengths [K]`` steps played; ``success [K]`` bool (the motion reached its last frame
         without the 20-body mean error exceeding the failure distance); ``sums/<error>`` ``[K]`` float64 sums of
         each per-frame error (mm) over the motion's frames and ``frames/<error>`` ``[K]`` their counts, for every
-        error of :data:`~phc_lightning.evaluation.metrics.ERROR_NAMES`.
+        error of :data:`~phc_lightning.evaluation.metrics.ERROR_NAMES`; ``phc/success``, ``phc/sums/<error>`` and
+        ``phc/frames/<error>`` the same under PHC's convention.
     """
     num = motion_ids.numel()
     n = env.num_envs
@@ -48,22 +51,27 @@ def play_motions(
     fps = env.motions.fps[fill.to(env.motions.fps.device)].to(env.device)
     # Steps to play a motion to its end at the control rate (the env truncates once time >= length).
     max_steps = int(torch.ceil((frames - 1).float() / fps / env.control_dt).max().item()) + 2
+    phc = PHCChunk(phc_num_steps(frames, fps, env.control_dt), torch.arange(n, device=env.device) < num)
+    max_steps = max(max_steps, int(phc.num_steps.max()))
     active = torch.ones(n, dtype=torch.bool, device=env.device)
     success = torch.zeros(n, dtype=torch.bool, device=env.device)
     lengths = torch.zeros(n, dtype=torch.long, device=env.device)
-    errors = StreamingErrors(n, env.device)
+    errors, phc_errors = StreamingErrors(n, env.device), StreamingErrors(n, env.device)
     device = next(module.parameters()).device
-    state = torch.zeros(n, module.recurrent_state_size, device=device)  # every motion starts with a blank memory
-    for _ in range(max_steps):
+    # the actor's memory only (the critic never runs here); every motion starts with a blank one
+    state = torch.zeros(n, module.actor_state_size, device=device)
+    for step in range(max_steps):
         if zero_actions:
             actions = torch.zeros(n, module.action_dim, device=device)
         else:
-            actions, _, _, state = module.act_step(obs.to(device), state, deterministic=True)
+            actions, state = module.act_deterministic(obs.to(device), state)
         result = env.step(module.pd_targets(actions.to(env.device), env.ref_next_dof_pos))
         # an env that ended was reset (its replays are discarded, but start them afresh as training would)
         state = state.masked_fill((result.terminated | result.truncated).to(device).unsqueeze(-1), 0.0)
         # finished envs were auto-reset: their later frames do not count
-        errors.add(result.info["body_pos"], result.info["ref_body_pos"], active)
+        frame = errors.add(result.info["body_pos"], result.info["ref_body_pos"], active)
+        # PHC has no unstable envs; one our backend had to rescue is a failure there too
+        phc_errors.add_errors(frame, phc.record(step, result.terminated | result.info["unstable"]))
         lengths += active.long()
         finished = active & (result.terminated | result.truncated)
         # A motion succeeds only if it ran out by reaching its end, not by failing or by a physics reset.
@@ -71,12 +79,15 @@ def play_motions(
         success |= finished & reached_end
         active &= ~finished
         obs = result.obs
-        if not bool(active.any()):
+        if not bool(active.any()) and not phc.wants_frames(step + 1):
             break
     out = {"motion_ids": motion_ids, "lengths": lengths[:num], "success": success[:num]}
     for name in ERROR_NAMES:
         out[f"sums/{name}"] = errors.sums[name][:num]
         out[f"frames/{name}"] = errors.frames[name][:num]
+        out[f"phc/sums/{name}"] = phc_errors.sums[name][:num]
+        out[f"phc/frames/{name}"] = phc_errors.frames[name][:num]
+    out["phc/success"] = ~phc.failed[:num]
     return out
 
 

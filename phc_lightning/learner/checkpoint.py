@@ -8,6 +8,7 @@ from typing import Any, Dict, Tuple
 
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.checkpoint_file import read_checkpoint
+from phc_lightning.learner.l2_anchor import fit_checkpoint_to_anchor
 from phc_lightning.learner.module import PHCModule
 
 
@@ -29,6 +30,7 @@ def load_checkpoint_module(ckpt_path: str) -> Tuple[Any, Dict[str, Any]]:
     kwargs["init_from"] = None
     try:
         module = PHCModule(**kwargs)
+        fit_checkpoint_to_anchor(state, module.l2_anchor)  # as on_load_checkpoint does in Lightning's loading
         module.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as err:
         detail = " ".join(str(err).split())[:300]

@@ -15,8 +15,9 @@ from phc_lightning.rollout.dataset import ITERATION_KEY
 
 
 class IterationHooks:
-    """Mixin of :class:`phc_lightning.learner.module.PHCModule` (a ``LightningModule`` with ``env_steps`` and
-    ``update_normalizers``); call :meth:`_init_iteration` in ``__init__``."""
+    """Helpers of :class:`phc_lightning.learner.module.PHCModule` (a ``LightningModule`` with ``env_steps`` and
+    ``update_normalizers``): call :meth:`_init_iteration` in ``__init__``; PHCModule's ``on_train_batch_start`` calls
+    :meth:`_open_iteration`, its ``on_train_batch_end`` and ``on_train_epoch_end`` :meth:`_close_iteration`."""
 
     def _init_iteration(self) -> None:
         self._iteration: Optional[Dict[str, Any]] = None
@@ -25,9 +26,10 @@ class IterationHooks:
         self._kl_stopped = False
         self.last_iteration: Dict[str, float] = {}  # steps, collect and learn seconds of the last iteration
 
-    def on_train_batch_start(self, batch: Dict[str, Any], batch_idx: int) -> None:
+    def _open_iteration(self, batch: Dict[str, Any], batch_idx: int) -> None:
         """The first minibatch of an iteration carries the rollout's summary: count its env steps now, so hooks
-        of the next epoch and the logs see the steps collected so far."""
+        of the next epoch and the logs see the steps collected so far (``env_steps`` is the run's one counter, saved
+        with the module)."""
         summary = batch.pop(ITERATION_KEY, None)
         if summary is None:
             if batch_idx == 0:
@@ -43,14 +45,6 @@ class IterationHooks:
         self._minibatches_trained = 0
         self._kl_stopped = False
         self.env_steps += int(summary["env_steps"])
-
-    def on_train_batch_end(self, outputs: Any, batch: Dict[str, Any], batch_idx: int) -> None:
-        """Close the iteration after its last minibatch: before the epoch-end evaluation and any checkpoint."""
-        if batch_idx + 1 == self.trainer.num_training_batches:
-            self._close_iteration()
-
-    def on_train_epoch_end(self) -> None:  # a data source without a length: close the iteration here
-        self._close_iteration()
 
     def _close_iteration(self) -> None:
         """Normalizers learn from the iteration's data (only now, so collection and update saw the same
@@ -71,7 +65,8 @@ class IterationHooks:
         logs = distributed.mean_logs_across_ranks(logs)  # keys may differ by rank: no per-key sync_dist
         self.log_dict(logs, on_step=False, on_epoch=True, batch_size=1)
         self.log_env_step()
-        if summary["stop"]:
+        total = summary["total_timesteps"]
+        if total is not None and int(self.env_steps) >= total:
             self.trainer.should_stop = True
 
     def log_env_step(self) -> None:

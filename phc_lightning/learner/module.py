@@ -9,12 +9,9 @@ collecting, :meth:`update_normalizers` after the update, and feeds flat minibatc
 
 A recurrent policy (``recurrent``) gets whole segments instead, time-major, with each segment's start state and
 episode starts (:mod:`phc_lightning.rl.segments`); its memory is carried by the caller through :meth:`act_step`.
-
 ``A`` is the number of controlled hinges (57 with PHC's frozen hands and toes): frozen hinges are not part of the
-action distribution, so they add nothing to log-probs, entropy or the bound loss.
-
-One Lightning epoch is one PPO iteration; every minibatch is one optimizer step (``update_epochs`` passes
-over the rollout are the dataset's job). Loss and diagnostic definitions live in :mod:`phc_lightning.rl.ppo`.
+action distribution, so they add nothing to log-probs, entropy or the bound loss. One Lightning epoch is one PPO
+iteration; every minibatch is one optimizer step. Loss definitions live in :mod:`phc_lightning.rl.ppo`.
 """
 
 from __future__ import annotations
@@ -26,37 +23,32 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 import lightning as L
 import torch
 from jsonargparse.typing import PositiveFloat, PositiveInt
-from torch import nn
 
 from phc_lightning.amp.config import AMPConfig, as_amp_config
 from phc_lightning.amp.learner import AMPLearner
 from phc_lightning.core import skeleton
 from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
+from phc_lightning.learner.hook_check import check_hooks_kept
 from phc_lightning.learner.iteration_hooks import IterationHooks
+from phc_lightning.learner.l2_anchor import L2Anchor, fit_checkpoint_to_anchor
 from phc_lightning.learner.resume import WARM_STARTED_FROM, settle_checkpoint
 from phc_lightning.learner.warm_start import load_policy_weights
 from phc_lightning.rl import distributed, ppo
+from phc_lightning.rl.networks import sample_actions
 from phc_lightning.rl.normalization import RunningNorm
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
 from phc_lightning.task.actions import ActionInterface
+from phc_lightning.task.observations import OBS_DIM
 
 Tensor = torch.Tensor
 
 BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 """Keys every ``training_step`` batch must hold."""
 
-LOSS_KEYS = (
-    "policy",
-    "value",
-    "entropy",
-    "bound",
-    "l2_init",
-    "approx_kl",
-    "old_approx_kl",
-    "clipfrac",
-    "explained_variance",
-)
-"""Entries of :meth:`PHCModule.compute_losses` that are logged as ``losses/<key>`` (with ``grad_norm``)."""
+LOSS_KEYS = ("policy", "value", "entropy", "bound", "l2_init", "approx_kl", "old_approx_kl", "clipfrac",
+             "explained_variance")
+"""Entries of :meth:`PHCModule.compute_losses` that are logged as ``losses/<key>`` (with ``grad_norm``); ``l2_init``
+only where ``l2_init_coef`` is non-zero."""
 
 DEFAULT_HIDDEN = (2048, 1536, 1024, 1024, 512, 512)
 """puffer-phc actor and critic hidden sizes (GPU scale; CPU configs pass smaller ones)."""
@@ -67,7 +59,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     def __init__(
         self,
-        obs_dim: PositiveInt = 934,
+        obs_dim: PositiveInt = OBS_DIM,
         residual_actions: bool = False,
         action_scale: float = math.pi,
         dof_action_scale: Optional[Dict[str, float]] = None,
@@ -101,7 +93,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         """Build networks and normalizer.
 
         Args:
-            obs_dim: observation size (934 for the tracking task; the CLI links it from the data side).
+            obs_dim: observation size (the tracking task's, 934; the CLI links it from the data side).
             residual_actions: PD target = next reference frame's hinge angles + scaled action (PHC: false, the
                 scaled action alone, so a zero action is the T-pose).
             action_scale: radians per unit action of every controlled hinge (PHC: pi).
@@ -126,7 +118,9 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             ent_coef: weight of the entropy bonus (subtracted from the loss).
             bound_coef: weight of the penalty on action means beyond +-soft_bound.
             soft_bound: bound of that penalty.
-            l2_init_coef: weight of the squared distance of the weights to the anchor (always logged).
+            l2_init_coef: weight of the squared distance of the policy weights to their initial (or ``init_from``)
+                values, logged as ``losses/l2_init``; 0: the term is off (no anchor kept, nothing computed or
+                logged).
             max_grad_norm: global gradient-norm clip; <= 0 disables clipping.
             norm_adv: normalize advantages per minibatch.
             normalize_value: the critic predicts returns normalized by running return statistics (PHC), so the
@@ -144,10 +138,11 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
                 in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
         """
+        check_hooks_kept(type(self), PHCModule)
         super().__init__()
         amp = as_amp_config(amp)
-        # Checkpoints keep plain values only (they load with weights_only=True): the AMP block as a dict. The
-        # warm-start source under another name: resuming or loading must not read that file again (it may be gone).
+        # Plain values only (checkpoints load with weights_only=True): AMP as a dict; the warm-start source renamed,
+        # so resuming or loading never reads that file again (it may be gone).
         self.save_hyperparameters(ignore=["amp", "init_from"])
         self.hparams["amp"] = amp.as_dict()
         if init_from:
@@ -158,24 +153,17 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.
         self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
-        self.policy = make_actor_critic(
-            obs_dim,
-            self.action_dim,
-            actor_hidden,
-            critic_hidden,
-            recurrent,
-            lstm_hidden,
-            layer_norm=layer_norm,
-            init_log_std=init_log_std,
-            learnable_log_std=learnable_log_std,
-            mlp_dtype=mlp_dtype,
-        )
+        self.policy = make_actor_critic(obs_dim, self.action_dim, actor_hidden, critic_hidden, recurrent, lstm_hidden,
+                                        layer_norm=layer_norm, init_log_std=init_log_std,
+                                        learnable_log_std=learnable_log_std, mlp_dtype=mlp_dtype)
         self.recurrent_state_size: int = int(getattr(self.policy, "state_size", 0))
         """Width of each env's recurrent state (0: no LSTM), see :meth:`act_step`."""
+        self.actor_state_size: int = int(getattr(self.policy, "actor_state_size", 0))
+        """Width of the actor's part of it (0: no actor LSTM), see :meth:`act_deterministic`."""
         self._init_amp(amp, adam_eps)  # after the policy: its initialization is the same with AMP on or off
         self.register_buffer("env_steps", torch.zeros((), dtype=torch.long))
-        # Buffers (so they follow the device and are saved) named after the policy parameters, '.' -> '__'.
-        self.l2_anchor = nn.Module()
+        # At coefficient 0 the term is not part of the loss: no anchor is kept, computed or logged.
+        self.l2_anchor: Optional[L2Anchor] = L2Anchor(self.policy) if l2_init_coef else None
         if init_from:
             load_policy_weights(self, init_from)
         self.reset_l2_anchor()
@@ -189,23 +177,15 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
     def act(
         self, obs: Tensor, deterministic: bool = False, generator: Optional[torch.Generator] = None
     ) -> Tuple[Tensor, Tensor, Tensor]:
-        """Sample (or take the mean) action for raw observations; the caller picks the grad mode.
-
-        Args:
-            obs: ``[N, obs_dim]`` raw (unnormalized) observations.
-            deterministic: return the Gaussian mean instead of a sample.
-            generator: the noise stream of the samples (the rollout keeps its own, saved with the data state);
-                None: the global one.
-
-        Returns:
-            ``(actions [N, A], logprob [N], value [N])``; actions are unclipped (the env clips to [-1, 1]) and
-            ``logprob`` is the log-density of exactly those actions, summed over action dimensions.
-        """
+        """``(actions [N, A], logprob [N], value [N])`` of raw observations ``obs [N, obs_dim]``: a sample drawn from
+        ``generator`` (the rollout keeps its own; None: the global RNG), or the Gaussian mean if ``deterministic``.
+        Actions are unclipped (the env clips to [-1, 1]); ``logprob`` is their log-density summed over action
+        dimensions. The caller picks the grad mode."""
         if self.recurrent_state_size:
             raise ValueError("PHCModule.act: a recurrent policy needs each env's state: call act_step(obs, state)")
         obs_norm = self._normalize(obs)
         dist = self.policy.distribution(obs_norm)
-        actions = _sample(dist, deterministic, generator)
+        actions = sample_actions(dist, deterministic, generator)
         return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(self.policy.value(obs_norm))
 
     def act_step(
@@ -217,8 +197,17 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             return (*self.act(obs, deterministic, generator), state)
         state = check_state(state, obs.shape[0], self.recurrent_state_size)
         dist, values, next_state = self.policy.step(self._normalize(obs), state)
-        actions = _sample(dist, deterministic, generator)
+        actions = sample_actions(dist, deterministic, generator)
         return actions, dist.log_prob(actions).sum(-1), self._denormalize_value(values), next_state
+
+    def act_deterministic(self, obs: Tensor, actor_state: Tensor) -> Tuple[Tensor, Tensor]:
+        """The Gaussian mean ``[N, A]`` and the next actor state of raw observations ``[N, obs_dim]`` under the actor's
+        recurrent state ``[N, actor_state_size]`` (``[N, 0]`` without an actor LSTM): evaluation and videos, which
+        never need the critic, so it does not run."""
+        obs_norm = self._normalize(obs)
+        if self.actor_state_size:
+            return self.policy.actor_step(obs_norm, check_state(actor_state, obs.shape[0], self.actor_state_size))
+        return self.policy.actor(obs_norm), actor_state
 
     def get_value(self, obs: Tensor, state: Optional[Tensor] = None) -> Tensor:
         """Critic value of raw observations ``[N, obs_dim] -> [N]``, in return units (a recurrent policy: under
@@ -250,38 +239,28 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     def normalize_value(self, values: Tensor) -> Tensor:
         """Return-unit values ``[B]`` to the critic's units (identity without ``normalize_value``)."""
-        if self.value_norm is None:
-            return values
-        return self.value_norm(values.unsqueeze(-1)).squeeze(-1)
+        return values if self.value_norm is None else self.value_norm(values.unsqueeze(-1)).squeeze(-1)
 
     def _denormalize_value(self, values: Tensor) -> Tensor:
-        if self.value_norm is None:
-            return values
-        return self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
+        return values if self.value_norm is None else self.value_norm.denormalize(values.unsqueeze(-1)).squeeze(-1)
 
     def _normalize(self, obs: Tensor) -> Tensor:
         if obs.dim() != 2 or obs.shape[1] != self.hparams.obs_dim:
             raise ValueError(f"PHCModule: expected obs of shape [N, {self.hparams.obs_dim}], got {tuple(obs.shape)}")
         return self.obs_norm(obs)
 
-    # ------------------------------------------------------------------ L2-to-init anchor
-
-    @torch.no_grad()
     def reset_l2_anchor(self) -> None:
-        """Snapshot the current policy parameters as the anchor of the L2-to-init term (e.g. after a warm start)."""
-        for name, param in self.policy.named_parameters():
-            key = name.replace(".", "__")
-            if hasattr(self.l2_anchor, key):
-                getattr(self.l2_anchor, key).copy_(param)
-            else:
-                self.l2_anchor.register_buffer(key, param.detach().clone())
+        """Snapshot the current policy parameters as the anchor of the L2-to-init term (e.g. after a warm start);
+        nothing at ``l2_init_coef`` 0, where no anchor is kept."""
+        if self.l2_anchor is not None:
+            self.l2_anchor.reset(self.policy)
 
     def l2_init_distance(self) -> Tensor:
-        """Sum of squared differences between the policy parameters and the anchor (scalar)."""
-        names = [name for name, _ in self.policy.named_parameters()]
-        params = [param for _, param in self.policy.named_parameters()]
-        anchors = [getattr(self.l2_anchor, name.replace(".", "__")) for name in names]
-        return ppo.l2_init_loss(params, anchors)
+        """Sum of squared differences between the policy parameters and the anchor (scalar); a ValueError at
+        ``l2_init_coef`` 0."""
+        if self.l2_anchor is None:
+            raise ValueError("PHCModule.l2_init_distance: model.l2_init_coef is 0, so no L2-to-init anchor is kept")
+        return self.l2_anchor.distance(self.policy)
 
     # ------------------------------------------------------------------ PPO update
 
@@ -317,24 +296,24 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         )
         ent = ppo.entropy_loss(entropy)
         b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
-        # Always computed for logging; only builds a graph when it is part of the loss.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and hp.l2_init_coef != 0):
-            l2 = self.l2_init_distance()
-        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss + hp.l2_init_coef * l2
+        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss
 
         old_approx_kl, approx_kl = ppo.approx_kl(new_logprob, batch["logprobs"])
-        return {
+        out = {
             "loss": loss,
             "policy": pg_loss,
             "value": v_loss,
             "entropy": ent,
             "bound": b_loss,
-            "l2_init": l2,
             "approx_kl": approx_kl,
             "old_approx_kl": old_approx_kl,
             "clipfrac": ppo.clip_fraction(new_logprob, batch["logprobs"], hp.clip_coef),
             "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
         }
+        if self.l2_anchor is not None:
+            out["l2_init"] = self.l2_init_distance()
+            out["loss"] = loss + hp.l2_init_coef * out["l2_init"]
+        return out
 
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Optional[Tensor]:
         """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
@@ -366,7 +345,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self._learn_end = time.perf_counter()
         if self.hparams.target_kl is not None and self.last_approx_kl > self.hparams.target_kl:
             self._kl_stopped = True
-        logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS}
+        logs = {f"losses/{key}": losses[key].detach() for key in LOSS_KEYS if key in losses}
         logs["losses/grad_norm"] = grad_norm
         logs["charts/action_std"] = self.policy.log_std.detach().exp().mean()
         if amp is not None:
@@ -376,10 +355,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     def configure_optimizers(self) -> Union[torch.optim.Optimizer, List[torch.optim.Optimizer]]:
         """Adam over the policy parameters: actor (with a learnable log-std) and critic as two param groups; with
-        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both).
-
-        The normalizers and the anchor are buffers, never optimized.
-        """
+        AMP, ``[that, the discriminator's Adam]`` (returned, so checkpoints hold and resume both). The normalizers
+        and the anchor are buffers, never optimized."""
         hp = self.hparams
         critic = [p for part in critic_modules(self.policy) for p in part.parameters()]
         critic_ids = {id(p) for p in critic}
@@ -389,16 +366,44 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         policy_opt = torch.optim.Adam(groups, lr=hp.learning_rate, eps=hp.adam_eps)
         return policy_opt if self.discriminator is None else [policy_opt, self.disc_optimizer()]
 
+    # ------------------------------------------------------------------ Lightning hooks
+    # Everything training needs from a hook is here, as calls of named helpers; a subclass that overrides one of
+    # these must call super() (hook_check.LEARNER_HOOKS, checked when the module is built).
+
+    def setup(self, stage: str) -> None:
+        """TF32 tensor-core matmuls when the trainer runs on CUDA: several times faster than fp32 for wide networks,
+        and PPO's noisy gradients do not need the last mantissa bits (puffer-phc and Isaac Lab do the same)."""
+        if self.trainer.strategy.root_device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+
+    def on_fit_start(self) -> None:
+        """Several processes: evaluations during fit must not wait on per-forward buffer broadcasts."""
+        distributed.stop_buffer_broadcast(self.trainer.strategy.model)
+
+    def on_train_batch_start(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        """The first minibatch opens the iteration (its env steps are counted)."""
+        self._open_iteration(batch, batch_idx)
+
+    def on_train_batch_end(self, outputs: Any, batch: Dict[str, Any], batch_idx: int) -> None:
+        """The last one closes it (normalizers, logs), before the epoch-end evaluation and any checkpoint."""
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._close_iteration()
+
+    def on_train_epoch_end(self) -> None:
+        """A data source without a length closes the iteration here (a closed one is not closed twice)."""
+        self._close_iteration()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> None:
+        self._accumulate_eval(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation()
+
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        """Refuse a checkpoint of another network, action interface or AMP setting; let a changed lr or Adam epsilon
-        win over the optimizer state about to be restored (:func:`~phc_lightning.learner.resume.settle_checkpoint`)."""
+        """Refuse another network, action interface or AMP setting; a changed lr wins (learner/resume.py)."""
         self.check_amp_checkpoint(checkpoint)
         settle_checkpoint(checkpoint, self.hparams, str(getattr(self._trainer, "ckpt_path", None) or "CKPT"))
-
-
-def _sample(dist: torch.distributions.Normal, deterministic: bool, generator: Optional[torch.Generator]) -> Tensor:
-    """The Gaussian mean, or a sample drawn from ``generator`` (None: the global RNG)."""
-    if deterministic:
-        return dist.mean
-    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
-    return dist.mean + dist.stddev * noise
+        fit_checkpoint_to_anchor(checkpoint["state_dict"], self.l2_anchor)

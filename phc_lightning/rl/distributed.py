@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 import torch.distributed as dist
 
-from phc_lightning.rl.normalization import RunningNorm
+from phc_lightning.rl.normalization import RunningNorm, merge_moments
 
 Tensor = torch.Tensor
 
@@ -106,23 +106,15 @@ def batch_moments(x: Tensor) -> Tuple[int, Tensor, Tensor]:
 
 
 def combine_moments(parts: List[Tuple[int, Tensor, Tensor]]) -> Tuple[int, Tensor, Tensor]:
-    """Chan et al.'s parallel combination of ``(count, mean, var)`` summaries, in the given order (float64)."""
-    count, mean, m2 = 0, None, None
-    for n, m, v in parts:
-        if n == 0:
-            continue
-        m, v = m.double(), v.double()
-        if mean is None:
-            count, mean, m2 = n, m, v * n
-            continue
-        total = count + n
-        delta = m - mean
-        mean = mean + delta * (n / total)
-        m2 = m2 + v * n + delta.square() * (count * n / total)
-        count = total
-    if mean is None:
+    """The ``(count, mean, var)`` summaries combined in the given order, in float64 (the merge of
+    :func:`~phc_lightning.rl.normalization.merge_moments`)."""
+    parts = [(n, m.double(), v.double()) for n, m, v in parts if n]
+    if not parts:
         raise ValueError("combine_moments: every part is empty")
-    return count, mean, m2 / count
+    count, mean, var = parts[0]
+    for n, m, v in parts[1:]:
+        count, mean, var = merge_moments(count, mean, var, n, m, v)
+    return count, mean, var
 
 
 def update_norm_across_ranks(norm: RunningNorm, x: Tensor) -> None:

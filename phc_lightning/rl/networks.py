@@ -163,3 +163,13 @@ def add_log_std(module: nn.Module, action_dim: int, init_log_std: float, learnab
         module.log_std = nn.Parameter(log_std)
     else:
         module.register_buffer("log_std", log_std)
+
+
+def sample_actions(
+    dist: torch.distributions.Normal, deterministic: bool, generator: Optional[torch.Generator]
+) -> Tensor:
+    """The Gaussian mean, or a sample drawn from ``generator`` (None: the global RNG)."""
+    if deterministic:
+        return dist.mean
+    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+    return dist.mean + dist.stddev * noise

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Tuple, Union
+
 import torch
 from torch import nn
 
 Tensor = torch.Tensor
+Count = Union[int, Tensor]
+
+
+def merge_moments(
+    count: Count, mean: Tensor, var: Tensor, batch_count: Count, batch_mean: Tensor, batch_var: Tensor
+) -> Tuple[Count, Tensor, Tensor]:
+    """Chan et al.'s parallel combination of two ``(count, mean [D], population var [D])`` summaries.
+
+    The one implementation of the merge: :meth:`RunningNorm.merge` (float32 buffers, a tensor count, so no host
+    sync) and :func:`phc_lightning.rl.distributed.combine_moments` (float64, int counts) both call it. Only weights
+    in ``[0, 1]`` multiply the statistics, so float32 rounding stays at ~1e-7 relative per merge.
+    """
+    total = count + batch_count
+    w_batch = batch_count / total
+    w_old = 1.0 - w_batch
+    delta = batch_mean - mean
+    return total, mean + delta * w_batch, var * w_old + batch_var * w_batch + delta.square() * (w_old * w_batch)
 
 
 class RunningNorm(nn.Module):
@@ -76,13 +95,10 @@ class RunningNorm(nn.Module):
     def merge(self, batch_count: int, batch_mean: Tensor, batch_var: Tensor) -> None:
         """Merge a ``(count, mean [D], population var [D])`` summary (of one batch, or of every rank's batches
         combined, see :mod:`phc_lightning.rl.distributed`) into the running statistics."""
-        total = self.count + batch_count
-        w_batch = batch_count / total  # float32 tensor on the buffers' device, no host sync
-        w_old = 1.0 - w_batch
-        delta = batch_mean - self.mean
+        total, mean, var = merge_moments(self.count, self.mean, self.var, batch_count, batch_mean, batch_var)
         # In-place copies keep the buffers ordinary tensors even when called under torch.inference_mode().
-        self.var.copy_(self.var * w_old + batch_var * w_batch + delta.square() * (w_old * w_batch))
-        self.mean.add_(delta * w_batch)
+        self.var.copy_(var)
+        self.mean.copy_(mean)
         self.count.copy_(total)
 
     def extra_repr(self) -> str:

@@ -10,7 +10,6 @@ from dataclasses import asdict
 from typing import Any, Dict, Optional, Tuple
 
 import lightning as L
-import torch
 from jsonargparse.typing import (
     ClosedUnitInterval,
     NonNegativeFloat,
@@ -34,9 +33,7 @@ from phc_lightning.rollout.dataset import RolloutDataset
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
-
-OBS_DIM = 934
-
+from phc_lightning.task.observations import OBS_DIM
 
 UnitIntervalLeftOpen = restricted_number_type("UnitIntervalLeftOpen", float, [(">", 0), ("<=", 1)])
 
@@ -119,10 +116,6 @@ class PHCDataModule(L.LightningDataModule):
         if self.env is not None:
             return
         hp = self.hparams
-        if self.trainer is not None and self.trainer.strategy.root_device.type == "cuda":
-            # TF32 tensor-core matmuls for the (up to 2048-wide) networks: several times faster than full fp32,
-            # and PPO's noisy gradients do not need the last mantissa bits (puffer-phc and Isaac Lab do the same).
-            torch.set_float32_matmul_precision("high")
         try:
             # the physics first: its device (the backend's default when none is given) is everyone's device
             sim = make_backend(hp.backend, hp.num_envs, device=hp.device, num_threads=hp.num_threads)

@@ -109,18 +109,21 @@ ITERATION_KEY = "iteration"
 """Key of the first minibatch of every iteration that carries :class:`IterationSummary` fields (a dict)."""
 
 
-def iteration_summary(obs: Tensor, returns: Tensor, env_steps: int, stop: bool, stats: Dict[str, float]) -> Dict:
+def iteration_summary(obs: Tensor, returns: Tensor, env_steps: int, total_timesteps: Optional[int],
+                      stats: Dict[str, float]) -> Dict:
     """What the learner needs once per iteration, handed over with the first minibatch.
 
     Args:
-        obs: every raw observation the iteration saw ``[B, obs_dim]`` (with the reset observations of a fresh
-            start), merged into the observation normalizer after the update.
+        obs: the raw observation of every transition of the iteration ``[B, obs_dim]`` (the buffer's rows, each
+            once), merged into the observation normalizer after the update.
         returns: GAE returns ``[B]``, merged into the value normalizer after the update.
-        env_steps: env steps this iteration collected.
-        stop: ``total_timesteps`` is reached with this iteration: training should stop after it.
+        env_steps: env steps this iteration collected (of every process); the learner counts them, the one env-step
+            counter of a run.
+        total_timesteps: the learner stops training after the iteration its count reaches this (None: never).
         stats: ``charts/*``, ``rewards/*`` and ``perf/collect_time`` scalars of the collection.
     """
-    return {"obs": obs, "returns": returns, "env_steps": env_steps, "stop": stop, "stats": stats}
+    return {"obs": obs, "returns": returns, "env_steps": env_steps, "total_timesteps": total_timesteps,
+            "stats": stats}
 
 
 class RolloutDataset(IterableDataset):
@@ -138,10 +141,11 @@ class RolloutDataset(IterableDataset):
         num_minibatches: minibatches per pass; ``horizon * num_envs`` must divide evenly.
         gamma: discount.
         gae_lambda: GAE lambda.
-        total_timesteps: the iteration that reaches this many env steps tells the learner to stop.
+        total_timesteps: handed to the learner with every summary: it stops after the iteration whose env steps
+            reach this many (the learner keeps the run's env-step count; the dataset keeps none).
         seed: seeds the action sampling and the minibatch shuffling.
-        world_size: processes collecting alike (Lightning DDP, each with its own ``num_envs`` envs): the env-step
-            count, ``total_timesteps`` and the summary's ``env_steps`` count all of them.
+        world_size: processes collecting alike (Lightning DDP, each with its own ``num_envs`` envs): the summary's
+            ``env_steps`` (and so ``total_timesteps``) count all of them.
         bptt_horizon: a recurrent policy trains on segments of this many steps (must divide ``horizon``; None: the
             whole horizon); unused by a policy without memory.
         amp: the data side of AMP (None: off): agent AMP histories, the discriminator reward mixed in before GAE
@@ -194,21 +198,22 @@ class RolloutDataset(IterableDataset):
         self.next_obs: Optional[Tensor] = None
         self.policy_state: Optional[Tensor] = None
         """Each env's recurrent state ``[N, S]`` for ``next_obs``; None: zeros (every episode starts afresh)."""
-        self.env_steps = 0
         self.stats = EpochStats()
 
     def __len__(self) -> int:
         """Minibatches per iteration (Lightning does not prefetch from a dataset with a length)."""
         return self.update_epochs * self.num_minibatches
 
+    def restart_from(self, obs: Tensor) -> None:
+        """Every env was reset outside collection (e.g. onto new motions, ``MotionResampling``): the next iteration
+        continues from their observations ``obs [N, obs_dim]``, each env with a blank recurrent memory."""
+        self.next_obs = obs
+        self.policy_state = None
+
     def __iter__(self) -> Iterator[Dict[str, Tensor]]:
         policy = self.get_policy()
         start = time.perf_counter()
-        reset_obs = None
-        if self.next_obs is None:
-            reset_obs = self.next_obs = self.env.reset()
-            self.policy_state = None  # every env restarts, so does its memory
-        buf = self.collect(policy)
+        buf = self.collect(policy)  # a fresh start (no observations to continue from) resets the envs first
         amp_stats: Dict[str, float] = {}
         if self.amp is not None:  # the mixed reward is what GAE sees
             buf.rewards, amp_stats = self.amp.mix_rewards(policy, buf.rewards)
@@ -225,13 +230,10 @@ class RolloutDataset(IterableDataset):
             "returns": returns.flatten(),
         }
         steps = self.horizon * self.env.num_envs * self.world_size  # every rank collects as many as this one
-        self.env_steps += steps
         self.stats.collect_time = time.perf_counter() - start
         stats = self.stats.as_log_dict()
         stats.update(amp_stats)
-        norm_obs = flat["obs"] if reset_obs is None else torch.cat([reset_obs, flat["obs"]])
-        stop = self.total_timesteps is not None and self.env_steps >= self.total_timesteps
-        summary = iteration_summary(norm_obs, flat["returns"], steps, stop, stats)
+        summary = iteration_summary(flat["obs"], flat["returns"], steps, self.total_timesteps, stats)
         # Each row's index into the flat batch travels with the minibatch: AMP takes its agent samples by it.
         flat[_ROW_KEY] = torch.arange(flat["values"].numel(), device=flat["values"].device)
         if policy.recurrent_state_size:
@@ -268,14 +270,14 @@ class RolloutDataset(IterableDataset):
         return self.action_generator
 
     def state_dict(self) -> Dict[str, Any]:
-        """RNG states and counters of the data side of training (tensors and primitives)."""
+        """RNG states and the carried rollout of the data side of training (tensors and primitives); the env-step
+        count is the learner's (``PHCModule.env_steps``)."""
         actions_rng = self._action_rng_state
         if self.action_generator is not None:
             actions_rng = self.action_generator.get_state()
         state = {
             "shuffle_rng": self.generator.get_state(),
             "action_rng": actions_rng,
-            "env_steps": self.env_steps,
             "resume_rollout": self.next_obs is not None,
         }
         if self.policy_state is not None and self.policy_state.numel():
@@ -289,7 +291,6 @@ class RolloutDataset(IterableDataset):
         self.generator.set_state(state["shuffle_rng"])
         self.action_generator = None
         self._action_rng_state = state["action_rng"]
-        self.env_steps = int(state["env_steps"])
         self.next_obs = self.env.obs if state["resume_rollout"] else None
         self.policy_state = state.get("policy_state") if state["resume_rollout"] else None
         if self.amp is not None:
@@ -304,8 +305,7 @@ class RolloutDataset(IterableDataset):
         """
         env = self.env
         if self.next_obs is None:
-            self.next_obs = env.reset()
-            self.policy_state = None
+            self.restart_from(env.reset())
         state = self.policy_state
         if state is None:
             state = torch.zeros(env.num_envs, module.recurrent_state_size, device=module.device)

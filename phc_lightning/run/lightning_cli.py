@@ -224,8 +224,23 @@ def _plain(group: object) -> Dict[str, object]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}  # lists: YAML round-trips them
 
 
+def ignore_expected_warnings() -> None:
+    """Silence the Lightning notices that are expected with this design; installed when the CLI runs (and kept for
+    the rest of the process, as ``phc bench`` trains after building it), not when this module is imported."""
+    # An exact-length IterableDataset for evaluation.
+    warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    # The bench verbs build the CLI from the arguments they parsed themselves (run_cli(args)) while sys.argv still
+    # holds the whole `phc bench ...` line: that is intended, not the mistake Lightning warns about.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    # Several processes: the per-iteration and evaluation logs are merged across ranks before they are logged
+    # (phc_lightning.rl.distributed), so they are the same on every rank; only the minibatch losses need sync_dist.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+
+
 def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
     """Build (and by default run) the Lightning CLI on ``args``."""
+    ignore_expected_warnings()
     return PHCCLI(
         PHCModule,
         PHCDataModule,
@@ -241,15 +256,3 @@ def run_cli(args: Optional[List[str]] = None, run: bool = True) -> PHCCLI:
         trainer_defaults={"max_epochs": -1, "num_sanity_val_steps": 0, "default_root_dir": "runs",
                           "check_val_every_n_epoch": None, "log_every_n_steps": 1},
     )
-
-
-# Lightning notices that are expected with this design (an exact-length IterableDataset for evaluation).
-warnings.filterwarnings("ignore", message=".*IterableDataset. has .__len__. defined.*")
-warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-# The bench verbs build the CLI from the arguments they parsed themselves (run_cli(args)) while sys.argv still
-# holds the whole `phc bench ...` line: that is intended, not the mistake Lightning warns about.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-# Several processes: the per-iteration and evaluation logs are merged across ranks before they are logged
-# (phc_lightning.rl.distributed), so they are the same on every rank; only the minibatch losses need sync_dist.
-warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-

@@ -275,11 +275,48 @@ def test_the_iteration_mixes_the_disc_reward_in_before_gae_and_minibatches_carry
         assert set(MINIBATCH_KEYS) <= set(batch)
         assert batch["amp_obs"].shape == batch["amp_obs_demo"].shape == (16, 1960)
         assert batch["amp_obs_replay"].shape[0] in (0, 16)
-    assert dataset.amp.replay.size > 0  # half of 48 samples offered
+    assert dataset.amp.replay.size == 0 and dataset.amp.pending.shape[0] > 0  # half of 48 samples, stored next
     # the module trains on them: one step changes the discriminator and logs its terms
     losses = module.amp_losses(batches[1])
     assert {"loss", "disc", "disc_grad_penalty", "accuracy_agent", "accuracy_demo"} <= set(losses)
     dataset.env.close()
+
+
+def test_replay_samples_never_come_from_their_own_iteration_and_each_iteration_replays_the_last_ones(
+    motions: MotionLibrary,
+) -> None:
+    dataset, _ = make_amp_dataset(motions)
+    amp = dataset.amp
+    amp.replay.keep_prob = 1.0  # every sample is kept: any replay of the own rollout would show
+    amp.replay.capacity = 10_000
+
+    def contains(rows: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        """``[len(rows)]``: which rows equal one of ``pool``."""
+        return (rows[:, None, :] == pool[None, :, :]).all(-1).any(-1)
+
+    previous = None
+    for iteration in range(3):
+        batches = list(iter(dataset))
+        own = amp.obs.flatten(0, 1).clone()
+        replayed = torch.cat([b["amp_obs_replay"] for b in batches])
+        assert not contains(replayed, own).any(), f"iteration {iteration} replays its own rollout"
+        if previous is None:
+            assert replayed.shape[0] == 0  # nothing from before the first iteration
+        else:  # the last iteration's rows are in the buffer now (after its update)
+            assert replayed.shape[0] > 0 and contains(previous, amp.replay.data[: amp.replay.size]).all()
+        previous = own
+    dataset.env.close()
+
+
+def test_the_replay_keeps_the_same_rows_from_the_same_draws_as_storing_at_once() -> None:
+    now = ReplayBuffer(capacity=20, dim=2, keep_prob=0.5, device=torch.device("cpu"), seed=4)
+    later = ReplayBuffer(capacity=20, dim=2, keep_prob=0.5, device=torch.device("cpu"), seed=4)
+    for i in range(4):
+        rows = torch.arange(30.0).view(15, 2) + 100 * i
+        now.add(rows)
+        later.insert(later.select(rows))
+        torch.testing.assert_close(later.data, now.data, rtol=0, atol=0)
+        assert torch.equal(later.generator.get_state(), now.generator.get_state())
 
 
 def test_amp_agent_samples_follow_the_rows_of_recurrent_segment_minibatches(motions: MotionLibrary) -> None:

@@ -61,6 +61,24 @@ def test_smoke_fit_then_validate_on_its_checkpoint(tmp_path: Path) -> None:
         assert "1 motions" in cmu.stdout
 
 
+@pytest.mark.slow
+def test_validate_reports_our_convention_and_phcs_side_by_side(tmp_path: Path) -> None:
+    val = phc("validate", "--config", SMOKE, cwd=tmp_path)  # an untrained policy: its motions fail
+    assert val.returncode == 0, val.stderr[-3000:]
+    assert "ours, all" in val.stdout and "PHC, all" in val.stdout
+    runs = tmp_path / "runs" / "smoke"
+    summary = json.loads(next(runs.rglob("validate_summary.json")).read_text())
+    figures = set(summary) - {"tag", "epoch", "env_steps", "convention", "conventions"}
+    assert set(summary["convention"]) == figures  # every figure says which convention it uses
+    for key in ("success_rate", "mpjpe_g", "mpjpe_l", "mpjpe_pa", "vel_dist", "accel_dist"):
+        assert summary["convention"][key] == "ours" and summary["convention"]["phc/" + key] == "phc"
+    assert {"ours", "phc"} <= set(summary["conventions"])
+    assert summary["success_rate"] < 1 and summary["phc/success_rate"] == summary["success_rate"]
+    assert summary["phc/mpjpe_g"] != summary["mpjpe_g"]  # PHC also counts the replays of the failed motions
+    logged = list(csv.DictReader(next(runs.rglob("metrics.csv")).open()))
+    assert [r for r in logged if r.get("eval/phc/mpjpe_g")] and [r for r in logged if r.get("eval/mpjpe_g")]
+
+
 def test_motions_info_on_bundled_file(tmp_path: Path) -> None:
     from phc_lightning.motion import BUNDLED_MOTIONS
 

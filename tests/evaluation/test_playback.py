@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from phc_lightning.evaluation.playback import EvalDataset
@@ -43,3 +44,35 @@ def test_an_index_only_library_is_played_chunk_by_chunk_with_the_same_results() 
                                    equal_nan=True)
     whole_env.close()
     streamed_env.close()
+
+
+@pytest.mark.parametrize("recurrent", [None, "both"])
+def test_the_deterministic_evaluation_never_runs_the_critic_and_plays_act_steps_means(recurrent) -> None:
+    from phc_lightning.evaluation.playback import play_motions
+    from phc_lightning.motion.formats import load_motion_file
+    from phc_lightning.motion.raw_motion import RawMotion
+
+    torch.manual_seed(0)
+    clips = [RawMotion(m.key, m.fps, m.root_pos[:10], m.global_rot[:10]) for m in load_motion_file(BUNDLED_MOTIONS)]
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16], recurrent=recurrent, lstm_hidden=8).eval()
+    env = HumanoidTracking(make_backend("mujoco", 2, num_threads=1), MotionLibrary(clips[:2]))
+    env.set_eval(True)
+    critic_calls = []
+    for part in (module.policy.critic, getattr(module.policy, "critic_memory", None)):
+        if part is not None:
+            part.register_forward_hook(lambda *args: critic_calls.append(1))
+    actions = []
+    real_step = env.step
+    env.step = lambda targets: actions.append(targets.clone()) or real_step(targets)
+    out = play_motions(env, module, torch.arange(2))
+    assert int(out["lengths"].max()) > 1 and critic_calls == []
+    # the actions played are act_step's deterministic means (which also runs the critic), step for step
+    env.step = real_step
+    obs = env.assign_motions(torch.arange(2))
+    state = torch.zeros(2, module.recurrent_state_size)
+    with torch.no_grad():  # as the evaluation (the LSTM kernels round differently with grad)
+        for played in actions[:3]:
+            mean, _, _, state = module.act_step(obs, state, deterministic=True)
+            assert torch.equal(module.pd_targets(mean, env.ref_next_dof_pos), played)
+            obs = real_step(played).obs
+    env.close()

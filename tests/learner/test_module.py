@@ -47,7 +47,7 @@ def make_minibatches(module: PHCModule, num: int = 4, seed: int = 0) -> List[Dic
     # As the rollout does: the iteration's summary travels with its first minibatch.
     every_obs = torch.cat([b["obs"] for b in batches])
     every_return = torch.cat([b["returns"] for b in batches])
-    batches[0][ITERATION_KEY] = iteration_summary(every_obs, every_return, 1000, False, {"perf/collect_time": 0.1})
+    batches[0][ITERATION_KEY] = iteration_summary(every_obs, every_return, 1000, None, {"perf/collect_time": 0.1})
     return batches
 
 
@@ -114,7 +114,7 @@ def test_compute_losses_reports_missing_batch_keys():
 
 def test_trainer_fit_logs_every_loss_and_moves_away_from_l2_anchor():
     torch.manual_seed(0)
-    module = tiny_module(l2_init_coef=0.0)
+    module = tiny_module(l2_init_coef=1e-3)
     batches = make_minibatches(module)
     assert module.l2_init_distance().item() == 0.0
     assert module.compute_losses(batches[0])["l2_init"].item() == 0.0
@@ -124,7 +124,7 @@ def test_trainer_fit_logs_every_loss_and_moves_away_from_l2_anchor():
 
     for key in LOSS_KEYS + ("grad_norm",):
         assert f"losses/{key}" in trainer.callback_metrics, key
-    assert trainer.callback_metrics["losses/l2_init"].item() > 0.0  # logged even with coef 0
+    assert trainer.callback_metrics["losses/l2_init"].item() > 0.0
     assert trainer.callback_metrics["losses/grad_norm"].item() > 0.0
     assert module.l2_init_distance().item() > 0.0
     assert math.isfinite(module.last_approx_kl)
@@ -132,6 +132,35 @@ def test_trainer_fit_logs_every_loss_and_moves_away_from_l2_anchor():
 
     module.reset_l2_anchor()
     assert module.l2_init_distance().item() == 0.0
+
+
+def test_at_l2_init_coef_0_no_anchor_is_kept_computed_or_logged(tmp_path):
+    torch.manual_seed(0)
+    module = tiny_module(l2_init_coef=0.0)
+    assert not any(key.startswith("l2_anchor.") for key in module.state_dict())
+    batches = make_minibatches(module)
+    assert "l2_init" not in module.compute_losses(batches[0])
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    assert "losses/l2_init" not in trainer.callback_metrics and "losses/policy" in trainer.callback_metrics
+    with pytest.raises(ValueError, match="l2_init_coef is 0"):
+        module.l2_init_distance()
+
+    # checkpoints cross the setting: an anchor the module does not keep is dropped; a module that keeps one and
+    # loads a checkpoint without it anchors at the checkpoint's weights
+    path = tmp_path / "no_anchor.ckpt"
+    trainer.save_checkpoint(path)
+    anchored = PHCModule.load_from_checkpoint(path, l2_init_coef=0.1)
+    assert anchored.l2_init_distance().item() == 0.0
+    torch.testing.assert_close(anchored.state_dict()["policy.actor.0.weight"], module.policy.actor[0].weight)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"].update({f"l2_anchor.{k}": v for k, v in anchored.l2_anchor.state_dict().items()})
+    torch.save(ckpt, path)  # as written before the anchor was skipped at 0
+    plain = PHCModule.load_from_checkpoint(path)
+    assert plain.l2_anchor is None
+    from phc_lightning.learner.checkpoint import load_checkpoint_module
+
+    assert load_checkpoint_module(str(path))[0].l2_anchor is None  # export and render read it too
 
 
 class GradNormRecorder(L.Callback):
@@ -327,6 +356,36 @@ def test_training_without_a_rollout_summary_fails_loudly():
     del batches[0][ITERATION_KEY]  # a data source that never feeds the normalizer
     with pytest.raises(RuntimeError, match="carries no rollout summary"):
         make_trainer().fit(module, DataLoader(batches, batch_size=None))
+
+
+class Forgetful(PHCModule):
+    """Overrides a hook PHCModule trains with and forgets super(): the normalizers would never learn."""
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+        self.last_batch = batch_idx
+
+
+class CountingMixin:
+    def on_validation_epoch_start(self):  # noqa: ANN201 - stale metrics from one evaluation to the next
+        self.evaluations = getattr(self, "evaluations", 0) + 1
+
+
+class Careful(PHCModule):
+    def on_train_batch_end(self, outputs, batch, batch_idx):  # noqa: ANN001, ANN201
+        super().on_train_batch_end(outputs, batch, batch_idx)
+        self.last_batch = batch_idx
+
+
+def test_a_subclass_that_drops_a_learner_hook_is_refused_in_one_line_and_one_that_keeps_it_trains():
+    with pytest.raises(TypeError, match=r"^Forgetful.on_train_batch_end overrides PHCModule.on_train_batch_end "
+                                        r"without calling super\(\).on_train_batch_end\(...\): the normalizer"):
+        Forgetful(obs_dim=OBS_DIM)
+    mixed = type("Mixed", (CountingMixin, PHCModule), {})
+    with pytest.raises(TypeError, match="CountingMixin.on_validation_epoch_start overrides"):
+        mixed(obs_dim=OBS_DIM)
+    module = Careful(obs_dim=OBS_DIM, actor_hidden=(16,), critic_hidden=(16,))
+    make_trainer().fit(module, DataLoader(make_minibatches(module), batch_size=None))
+    assert module.last_batch == 3 and int(module.obs_norm.count) == 4 * BATCH and int(module.env_steps) == 1000
 
 
 def test_target_kl_skips_the_rest_of_the_iterations_steps_and_the_epoch_still_ends_normally():

@@ -68,10 +68,9 @@ def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run
         assert r["envs_differ"], r  # each rank its own seeds
         # the counter (identical on both ranks) is both ranks' steps together
         assert r["env_steps"] == [sum(r["collected"])] * 2 == [2 * STEPS * (r["epoch"] + 1)] * 2
-        # the normalizer saw both ranks' observations (plus both ranks' reset observations: 8 envs each, at the
-        # start and after every MotionResampling)
-        extra = r["norm_count"] - sum(r["collected"])
-        assert extra > 0 and extra % (2 * 8) == 0, r
+        # the normalizer saw every transition of both ranks once (no reset observations on top, also not after a
+        # MotionResampling)
+        assert r["norm_count"] == sum(r["collected"]), r
     # one run directory, written by rank 0 only; the checkpoint holds both ranks' data state
     assert sorted(p.name for p in two_process_run.parent.iterdir()) == ["version_0"]
     ckpt = torch.load(two_process_run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -81,6 +80,38 @@ def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run
     for name in ("epoch00001_motions.csv", "final_motions.csv"):
         ids = [int(row["motion_id"]) for row in motion_rows(two_process_run / "eval" / name)]
         assert ids == list(range(7)), (name, ids)  # the bundled synthetic motions
+
+
+LSTM_FLAGS = ("--model.recurrent", "both", "--model.lstm_hidden", "16")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["amp", "lstm"])
+def test_amp_and_lstm_runs_train_identically_in_two_processes_and_validate(tmp_path: Path, variant: str) -> None:
+    from tests.amp.test_fit import AMP_FLAGS
+
+    probe = tmp_path / "probe.jsonl"
+    run = fit2(tmp_path, 2, PROBE, "--trainer.callbacks.out", str(probe),
+               *(AMP_FLAGS if variant == "amp" else LSTM_FLAGS))
+    records = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:  # every parameter (with AMP the discriminator's too) and normalizer, after every iteration
+        assert r["params_equal"] and r["norm_equal"] and r["envs_differ"], r
+        assert r["env_steps"] == [2 * STEPS * (r["epoch"] + 1)] * 2
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    ranks = ckpt["PHCDataModule"]["ranks"]
+    assert len(ranks) == 2
+    if variant == "amp":
+        assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
+        assert all(rank["rollout"]["amp"]["frames"] is not None for rank in ranks)
+    else:
+        assert ckpt["hyper_parameters"]["recurrent"] == "both"
+    # the evaluation during fit (epoch 1) covered every motion once, and the checkpoint validates
+    ids = [int(row["motion_id"]) for row in motion_rows(run / "eval" / "epoch00001_motions.csv")]
+    assert ids == list(range(7))
+    phc(tmp_path, "validate", "--config", SMOKE, "--trainer.accelerator", "cpu", "--ckpt_path",
+        str(run / "checkpoints" / "last.ckpt"))
+    assert json.loads((run / "eval" / "validate_summary.json").read_text())["num_motions"] == 7
 
 
 @pytest.mark.slow
@@ -187,3 +218,23 @@ def test_merging_rank_summaries_equals_one_normalizer_over_all_data() -> None:
     assert int(merged.count) == int(one.count) == 21
     torch.testing.assert_close(merged.mean, one.mean)
     torch.testing.assert_close(merged.var, one.var)
+
+
+def test_one_merge_serves_the_normalizer_and_the_rank_combination() -> None:
+    from phc_lightning.rl.normalization import merge_moments
+
+    torch.manual_seed(1)
+    a, b = torch.randn(9, 3, dtype=torch.float64) * 2 + 1, torch.randn(4, 3, dtype=torch.float64) - 3
+    count, mean, var = merge_moments(*distributed.batch_moments(a), *distributed.batch_moments(b))
+    whole_var, whole_mean = torch.var_mean(torch.cat([a, b]), dim=0, correction=0)
+    assert count == 13
+    torch.testing.assert_close(mean, whole_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var, whole_var, rtol=1e-12, atol=1e-12)
+    # the ranks' combination is that merge, in rank order
+    assert distributed.combine_moments([distributed.batch_moments(a), (0, mean, var), distributed.batch_moments(b)])[
+        0] == 13
+    norm = RunningNorm(3)
+    norm.update(a.float())
+    norm.update(b.float())
+    torch.testing.assert_close(norm.mean, whole_mean.float())
+    torch.testing.assert_close(norm.var, whole_var.float())

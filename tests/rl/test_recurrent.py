@@ -90,8 +90,8 @@ def test_hidden_states_are_zeroed_exactly_for_the_envs_that_ended_and_after_a_fu
     with torch.no_grad():
         dataset.collect(module)
     assert torch.equal(calls[HORIZON][0], carried)
-    # motion resampling (or any full reset) sets next_obs None: every env's memory starts over
-    dataset.next_obs = None
+    # motion resampling (or any full reset) restarts the rollout from the reset envs: every env's memory starts over
+    dataset.restart_from(dataset.env.reset())
     next(iter(dataset))
     assert torch.all(calls[2 * HORIZON][0] == 0)
     dataset.env.close()
@@ -178,7 +178,15 @@ def test_evaluation_carries_each_envs_state_and_resets_it_when_the_env_ends() ->
     env = HumanoidTracking(make_backend("mujoco", NUM_ENVS, num_threads=1), short_motions(12), seed=1)
     env.set_eval(True)
     module = PHCModule(actor_hidden=[16], critic_hidden=[16], recurrent="actor", lstm_hidden=LSTM_HIDDEN)
-    calls = record_act_step(module)
+    calls: List[Tuple[torch.Tensor, torch.Tensor]] = []  # every act_deterministic call's (state in, next state)
+    real_act = module.act_deterministic
+
+    def recording_act(obs: torch.Tensor, state: torch.Tensor):  # noqa: ANN202
+        out = real_act(obs, state)
+        calls.append((state.clone(), out[1].clone()))
+        return out
+
+    module.act_deterministic = recording_act
     results = []
     real = env.step
 
@@ -196,9 +204,11 @@ def test_evaluation_carries_each_envs_state_and_resets_it_when_the_env_ends() ->
         assert torch.all(calls[t][0][ended] == 0)
         assert torch.equal(calls[t][0][~ended], calls[t - 1][1][~ended])
     # the same policy without its memory would act differently: the state is really used
-    mean_with, _, _, _ = module.act_step(env.obs, calls[-1][1], deterministic=True)
-    mean_without, _, _, _ = module.act_step(env.obs, torch.zeros_like(calls[-1][1]), deterministic=True)
+    mean_with, _ = real_act(env.obs, calls[-1][1])
+    mean_without, _ = real_act(env.obs, torch.zeros_like(calls[-1][1]))
     assert not torch.equal(mean_with, mean_without)
+    # the deterministic means are act_step's, which also carries (and runs) the critic
+    assert torch.equal(mean_with, module.act_step(env.obs, calls[-1][1], deterministic=True)[0])
     env.close()
 
 

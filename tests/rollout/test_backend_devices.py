@@ -43,13 +43,16 @@ def test_motions_env_and_minibatches_live_on_the_backends_device(backend: str) -
 @pytest.mark.parametrize("device, precision", [("cpu", "highest"), ("cuda", "high")])
 def test_networks_get_tf32_matmuls_only_when_the_trainer_runs_on_cuda(device: str, precision: str) -> None:
     dm = PHCDataModule(num_envs=1, num_threads=1, horizon=2, update_epochs=1, num_minibatches=1)
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16])
     # only what setup reads
     strategy = SimpleNamespace(root_device=torch.device(device))
-    dm.trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1)
+    dm.trainer = module.trainer = SimpleNamespace(strategy=strategy, global_rank=0, world_size=1)
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        dm.setup("fit")
+        dm.setup("fit")  # Lightning's order: the data side first, then the module
+        assert torch.get_float32_matmul_precision() == "highest"  # setting up the data changes no global setting
+        module.setup("fit")
         assert torch.get_float32_matmul_precision() == precision
     finally:
         torch.set_float32_matmul_precision(before)

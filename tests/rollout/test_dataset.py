@@ -60,23 +60,52 @@ def test_collection_happens_at_the_first_fetch_not_when_the_iterator_is_created(
     dataset.env.close()
 
 
-def test_the_summary_counts_steps_and_says_when_total_timesteps_is_reached() -> None:
+def test_the_summary_counts_steps_and_hands_over_total_timesteps() -> None:
     dataset, module = make_dataset(total_timesteps=2 * HORIZON * NUM_ENVS)
     _, first = run_iteration(dataset)
-    assert first["env_steps"] == HORIZON * NUM_ENVS and not first["stop"]
+    assert first["env_steps"] == HORIZON * NUM_ENVS and first["total_timesteps"] == 2 * HORIZON * NUM_ENVS
     _, second = run_iteration(dataset)
-    assert second["stop"] and dataset.env_steps == 2 * HORIZON * NUM_ENVS
+    assert second["env_steps"] == HORIZON * NUM_ENVS
     assert second["stats"]["perf/collect_time"] > 0
     assert any(key.startswith("rewards/") for key in second["stats"])
     assert int(module.env_steps) == 0  # collection never writes into the module
+    assert "env_steps" not in dataset.state_dict()  # the learner's counter is the only one
     dataset.env.close()
+
+
+def test_training_stops_at_total_timesteps_by_the_modules_count_also_after_a_resume(tmp_path) -> None:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from phc_lightning.rollout.datamodule import PHCDataModule
+
+    steps = 4 * 4
+
+    def fit(max_epochs: int, run: str, ckpt_path=None):  # noqa: ANN001, ANN202
+        dm = PHCDataModule(num_envs=4, num_threads=1, horizon=4, update_epochs=1, num_minibatches=1,
+                           total_timesteps=3 * steps)
+        module = PHCModule(actor_hidden=[16], critic_hidden=[16])
+        trainer = L.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False, limit_val_batches=0,
+                            enable_model_summary=False, default_root_dir=str(tmp_path),
+                            callbacks=[ModelCheckpoint(dirpath=str(tmp_path / run), save_last=True)])
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        return trainer, module
+
+    trainer, module = fit(10, "straight")
+    assert trainer.current_epoch == 3 and int(module.env_steps) == 3 * steps  # not max_epochs: the budget
+    fit(2, "two")
+    last = torch.load(tmp_path / "two" / "last.ckpt", weights_only=True)
+    assert int(last["state_dict"]["env_steps"]) == 2 * steps
+    assert "env_steps" not in last["PHCDataModule"]["rollout"]
+    trainer, module = fit(10, "resumed", ckpt_path=str(tmp_path / "two" / "last.ckpt"))
+    assert trainer.current_epoch == 3 and int(module.env_steps) == 3 * steps
 
 
 def test_the_summary_carries_the_observations_for_the_normalizer_and_collection_leaves_it_alone() -> None:
     dataset, module = make_dataset()
     _, first = run_iteration(dataset)
-    # the first iteration also hands over the reset observations the envs started from
-    assert first["obs"].shape[0] == NUM_ENVS + HORIZON * NUM_ENVS
+    # the buffer's rows, each once (the reset observations the envs started from are its first row)
+    assert first["obs"].shape[0] == HORIZON * NUM_ENVS
     assert first["returns"].shape[0] == HORIZON * NUM_ENVS
     _, second = run_iteration(dataset)
     assert second["obs"].shape[0] == HORIZON * NUM_ENVS

@@ -33,8 +33,9 @@ def test_default_root_dir_holds_every_file_and_two_runs_do_not_collide(tmp_path,
         # last.ckpt is the state at the end of fit
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == epochs
     assert not (tmp_path / "runs").exists()  # nothing landed in the working folder
-    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["epoch00000.ckpt", "epoch00001.ckpt",
-                                                                         "last.ckpt"]
+    # best.ckpt: the evaluation after epoch 1 (smoke.yaml evaluates every 2 epochs)
+    assert sorted(p.name for p in (first / "checkpoints").iterdir()) == ["best.ckpt", "epoch00000.ckpt",
+                                                                         "epoch00001.ckpt", "last.ckpt"]
 
 
 @pytest.mark.slow
@@ -43,7 +44,7 @@ def test_periodic_checkpoints_are_pruned_to_the_newest_k(tmp_path, monkeypatch) 
     fit("--trainer.max_epochs", "5", "--trainer.callbacks", "[]", "--trainer.callbacks+=callbacks.PHCCheckpoint",
         "--trainer.callbacks.every_n_epochs", "1", "--trainer.callbacks.save_top_k", "2")
     names = sorted(p.name for p in (tmp_path / "runs" / "smoke" / "version_0" / "checkpoints").iterdir())
-    assert names == ["epoch00003.ckpt", "epoch00004.ckpt", "last.ckpt"]
+    assert names == ["best.ckpt", "epoch00003.ckpt", "epoch00004.ckpt", "last.ckpt"]  # best and last are kept
 
 
 def rows(run_dir: Path) -> List[dict]:
