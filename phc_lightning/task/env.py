@@ -302,11 +302,14 @@ class HumanoidTracking:
         ids = self.motion_ids[env_ids]
         if self.eval_mode:
             times = torch.zeros(env_ids.numel(), device=self.device)
-        elif self.start_sampler is not None:
-            times = self.start_sampler.sample(ids, generator=self.generator)
         else:
-            times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
-            if self.config.start_init_prob > 0:  # no extra draw at 0, so PHC's setting keeps its random stream
+            if self.start_sampler is not None:
+                times = self.start_sampler.sample(ids, generator=self.generator)
+            else:
+                times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
+            # The frame-0 share applies with either sampler; the draw comes after the times (and none is made at
+            # 0), so PHC's setting and the default sampler keep their random stream.
+            if self.config.start_init_prob > 0:
                 at_start = torch.rand(ids.shape, generator=self.generator, device=self.device)
                 times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
         self.motion_start_times[env_ids] = times
