@@ -205,8 +205,10 @@ class PHCDataModule(L.LightningDataModule):
         """What exact resume needs from the data side: env episodes and physics, the rollout's RNGs and counters,
         the motion sampling weights. Lightning stores it in every checkpoint, whichever callback writes it.
 
-        With several processes every rank's state is gathered (Lightning calls this on every rank, rank 0 writes):
-        ``{"world_size": W, "ranks": [state of rank 0, ...]}``, so a resumed W-process run continues exactly.
+        With several processes every rank's state goes to rank 0, which writes the checkpoint (Lightning calls this
+        on every rank, in every ``trainer.save_checkpoint``): ``{"world_size": W, "ranks": [state of rank 0, ...]}``
+        there, so a resumed W-process run continues exactly; the other ranks return ``{}`` (their checkpoint dict is
+        never written), so they never hold another rank's state (an AMP replay buffer is ~0.8 GB a rank).
         """
         if self.env is None:
             return {}
@@ -218,7 +220,8 @@ class PHCDataModule(L.LightningDataModule):
         world = self._rank_and_world()[1]
         if world == 1:
             return state
-        return {"world_size": world, "ranks": distributed.gather_objects(distributed.to_cpu(state))}
+        ranks = distributed.gather_to_first(distributed.to_cpu(state))
+        return {} if ranks is None else {"world_size": world, "ranks": ranks}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (Lightning calls this on resume, after :meth:`setup`)."""

@@ -66,6 +66,7 @@ def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run
         assert r["world_size"] == 2
         assert r["params_equal"] and r["norm_equal"], r  # after every iteration, before the next forward
         assert r["envs_differ"], r  # each rank its own seeds
+        assert r["data_states"] == [2, 0], r  # only rank 0, the checkpoint's writer, receives the ranks' data states
         # the counter (identical on both ranks) is both ranks' steps together
         assert r["env_steps"] == [sum(r["collected"])] * 2 == [2 * STEPS * (r["epoch"] + 1)] * 2
         # the normalizer saw every transition of both ranks once (no reset observations on top, also not after a
