@@ -216,3 +216,4 @@ def _print(result: Dict[str, Any]) -> None:
     for row in rows:
         table.add_row(*row)
 
+    Console(width=160).print(table)
