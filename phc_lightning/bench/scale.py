@@ -1,6 +1,6 @@
 """``phc bench scale``: time and memory of training and evaluating on an AMASS-sized motion set.
 
-Generates a set of AMASS's size from the bundled clips (:mod:`phc_lightning.motion.synthetic.variations`: 11,000
+Generates a set of AMASS's size from the bundled clips (:mod:`phc_lightning.motion.variations`: 11,000
 motions, log-normal lengths around 10 s clipped to 1-60 s, at least 40 h at 30 fps; a native ``.npz``, reused when
 ``--motion_file`` names one that exists), then measures, each in a fresh process as ``phc fit`` / ``phc validate``
 would run:
@@ -83,7 +83,7 @@ def _run_and_send(queue: Any, target: Any, args: Any) -> None:
 
 
 def _generate(path: str, num_motions: int, hours: float, seed: int) -> Dict[str, Any]:
-    from phc_lightning.motion.synthetic.variations import lognormal_lengths, write_varied_motions
+    from phc_lightning.motion.variations import lognormal_lengths, write_varied_motions
 
     return {"frames": write_varied_motions(path, lognormal_lengths(num_motions, hours, seed=seed), seed=seed)}
 

@@ -13,7 +13,7 @@ from phc_lightning.core import skeleton
 from phc_lightning.motion.frames import FRAME_FIELDS
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.motion.raw_motion import RawMotion
-from phc_lightning.motion.synthetic.variations import lognormal_lengths, varied_motions
+from phc_lightning.motion.variations import lognormal_lengths, varied_motions
 from phc_lightning.sim.mujoco_cpu import MujocoCPUBackend
 from phc_lightning.task.env import HumanoidTracking
 

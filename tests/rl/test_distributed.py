@@ -243,7 +243,7 @@ def test_one_merge_serves_the_normalizer_and_the_rank_combination() -> None:
 
 @pytest.mark.slow
 def test_two_processes_stream_their_own_resident_motions_and_resume_exactly(tmp_path: Path) -> None:
-    from phc_lightning.motion.synthetic.variations import lognormal_lengths, write_varied_motions
+    from phc_lightning.motion.variations import lognormal_lengths, write_varied_motions
 
     motion_file = tmp_path / "twenty_four.npz"  # more motions than smoke.yaml's 8 envs: each rank streams
     write_varied_motions(motion_file, lognormal_lengths(24, hours=0.0, median_seconds=0.6, sigma=0.2,

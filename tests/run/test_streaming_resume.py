@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phc_lightning.motion.synthetic.variations import lognormal_lengths, write_varied_motions
+from phc_lightning.motion.variations import lognormal_lengths, write_varied_motions
 from phc_lightning.run.lightning_cli import PHCCLI, run_cli
 from tests.run.test_resume import assert_same_state, losses, smoke_with_callbacks
 
