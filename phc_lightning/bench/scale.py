@@ -175,7 +175,7 @@ def _evaluation(config: str, path: str, num_envs: int, num_threads: Optional[int
             chunk_bytes = dm.env.motions.memory_bytes()["frames"]  # the chunk's own library, while it plays
             module.validation_step(chunk)
             out.update(chunk_motions=int(chunk["motion_ids"].numel()), chunk_frames_gb=chunk_bytes / GB,
-                       chunk_steps=int(chunk["lengths"].max()))
+                       chunk_longest_played_steps=int(chunk["lengths"].max()))
             break
     out.update(chunk_seconds=time.perf_counter() - started, library_while_playing_gb=(
         dm.motions.memory_bytes()["raw"] + dm.motions.memory_bytes()["metadata"]) / GB + out["chunk_frames_gb"],
@@ -204,7 +204,8 @@ def _print(result: Dict[str, Any]) -> None:
         ["training: process peak RSS", f"{train['peak_rss_gb']:.2f} GB", "<= 6 GB"],
         ["evaluation: load", f"{evaluation['load_seconds']:.0f} s, library "
                              f"{evaluation['library_loaded']['total_gb']:.2f} GB", ""],
-        ["evaluation: one chunk", f"{evaluation['chunk_motions']} motions, {evaluation['chunk_steps']} steps in "
+        ["evaluation: one chunk", f"{evaluation['chunk_motions']} motions (longest played "
+                                  f"{evaluation['chunk_longest_played_steps']} steps) in "
                                   f"{evaluation['chunk_seconds']:.0f} s; library "
                                   f"{evaluation['library_while_playing_gb']:.2f} GB (chunk buffers "
                                   f"{evaluation['chunk_frames_gb']:.3f})", ""],
