@@ -53,13 +53,21 @@ def gather_objects(obj: Any) -> List[Any]:
 def gather_to_first(obj: Any) -> Optional[List[Any]]:
     """``[obj of rank 0, obj of rank 1, ...]`` on rank 0, None on every other rank (pickled; on the CPU).
 
-    A collective: every rank calls it. Only the receiver holds more than its own part, so what the other ranks
-    hold does not grow with the number of processes (an all-gather would give every rank all of them).
+    Every rank must call it. Only the receiver holds more than its own part, so what the other ranks hold does not
+    grow with the number of processes (an all-gather would give every rank all of them). Rank 0 receives one rank
+    at a time, so besides the parts it keeps it holds one message in transit (``gather_object`` would hold every
+    rank's serialized bytes and the rebuilt parts at once).
     """
     if world_size() == 1:
         return [obj]
-    out: Optional[List[Any]] = [None] * world_size() if rank() == 0 else None
-    dist.gather_object(obj, out, dst=0)
+    if rank() != 0:
+        dist.send_object_list([obj], dst=0)
+        return None
+    out = [obj]
+    for source in range(1, world_size()):
+        box: List[Any] = [None]
+        dist.recv_object_list(box, src=source)
+        out.append(box[0])
     return out
 
 
