@@ -13,7 +13,7 @@ The packages follow the data, each importing only the ones before it (``tests/te
     learner     PHCModule (LightningModule) and its hooks, warm start               ... rollout
     deploy      ONNX export and videos of a checkpoint                              ... learner
     run         PHCCLI (LightningCLI): config -> Trainer, module, datamodule; runs   ... learner
-    bench       phc bench env | train | learn | eval_memory                          ... run, callbacks
+    bench       phc bench env | train | learn | eval_memory | scale                  ... run, callbacks
     cli         the phc command                                                     everything; nothing imports it
 
 The Lightning callbacks live in the top-level ``callbacks`` package (beside this one, for users' own callbacks); they

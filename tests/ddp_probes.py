@@ -26,7 +26,8 @@ def _checksums(pl_module: L.LightningModule) -> Dict[str, Any]:
 class SyncProbe(L.Callback):
     """After every iteration: gathers every rank's parameters, normalizer and counters, and (rank 0) appends one JSON
     line to ``out``: whether they are identical on every rank, the env-step counter and the steps each rank
-    collected, and whether the ranks' envs are in different states (distinct seeds)."""
+    collected, whether the ranks' envs are in different states (distinct seeds), and how many ranks' data states
+    each rank holds after the datamodule's ``state_dict`` (what a checkpoint asks of every rank)."""
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -36,7 +37,8 @@ class SyncProbe(L.Callback):
         dm = trainer.datamodule
         self.collected += dm.rollout.horizon * dm.env.num_envs
         mine = _checksums(pl_module)
-        mine.update(collected=self.collected, obs=dm.env.obs.detach().cpu())
+        data = dm.state_dict()  # a collective, like every checkpoint's: all ranks call it here
+        mine.update(collected=self.collected, obs=dm.env.obs.detach().cpu(), data_states=len(data.get("ranks", [])))
         parts = distributed.gather_objects(mine)
         if not trainer.is_global_zero:
             return
@@ -51,6 +53,7 @@ class SyncProbe(L.Callback):
             "collected": [p["collected"] for p in parts],
             "envs_differ": len(parts) > 1 and not torch.equal(parts[0]["obs"], parts[1]["obs"]),
             "norm_count": first["norm_count"],
+            "data_states": [p["data_states"] for p in parts],
             "param_sum": float(first["params"].sum()),
         }
         os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)

@@ -111,7 +111,8 @@ def demo_amp_obs(motions: MotionLibrary, motion_ids: Tensor, times: Tensor, hist
 def sample_demo_amp_obs(
     motions: MotionLibrary, num: int, history: int, dt: float, generator: Optional[torch.Generator] = None
 ) -> Tensor:
-    """``num`` demo samples ``(num, history * 196)`` at random motions (by the library's sampling weights) and
-    uniformly random times; ``generator`` lives on the library's device."""
-    ids = motions.sample_motions(num, generator=generator)
+    """``num`` demo samples ``(num, history * 196)`` at random resident motions (by the library's sampling weights;
+    all motions unless the library streams) and uniformly random times; ``generator`` lives on the library's
+    device."""
+    ids = motions.sample_resident_motions(num, generator=generator)
     return demo_amp_obs(motions, ids, motions.sample_times(ids, generator=generator), history, dt)

@@ -1,4 +1,4 @@
 """``phc bench``: speed (:mod:`.env_speed`, :mod:`.train_speed`, :mod:`.raw_physics`), learning
-(:mod:`.learn`) and evaluation memory (:mod:`.eval_memory`) benchmarks; figures, never tests. May import
-everything but the ``phc`` command.
+(:mod:`.learn`), evaluation memory (:mod:`.eval_memory`) and AMASS-scale memory (:mod:`.scale`) benchmarks;
+figures, never tests. May import everything but the ``phc`` command.
 """

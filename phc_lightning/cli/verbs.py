@@ -38,6 +38,21 @@ def run_extra_verb(argv: List[str]) -> int:
     memory.add_argument("--num_envs", type=int, default=64)
     memory.add_argument("--chunks", type=int, default=1, help="chunks of num_envs motions to play (0: all)")
     memory.add_argument("--num_threads", type=int, default=None)
+    scale = bench_verbs.add_parser(
+        "scale", help="load time and memory of training and evaluating on an AMASS-sized motion set",
+        description="Generates 11,000 motions (~40 h at 30 fps) from the bundled clips, then measures, each in a "
+        "fresh process, the file -> first training iteration and a resample with --config at --num_envs envs, and "
+        "one chunk of the streamed evaluation (phc validate).",
+    )
+    scale.add_argument("--config", default="configs/phc.yaml")
+    scale.add_argument("--motions", type=int, default=11000)
+    scale.add_argument("--hours", type=float, default=40.0, help="least total duration of the generated set")
+    scale.add_argument("--num_envs", type=int, default=64)
+    scale.add_argument("--motion_file", default=None,
+                       help="the set's .npz: reused if it exists, else generated there and kept (default: a "
+                       "temporary file)")
+    scale.add_argument("--num_threads", type=int, default=None)
+    scale.add_argument("--out", default="runs/bench_scale.json", help="JSON summary path")
     train = bench_verbs.add_parser(
         "train", help="training SPS vs env-only SPS of the same config, and where an iteration's time goes",
         description="Any other --model.* / --data.* flag is passed to the config, e.g. --data.backend mujoco_warp.",
@@ -73,6 +88,11 @@ def run_extra_verb(argv: List[str]) -> int:
         from phc_lightning.bench.eval_memory import bench_eval_memory
 
         bench_eval_memory(ns.motions, ns.frames, ns.num_envs, ns.chunks or None, ns.num_threads)
+        return 0
+    if ns.action == "scale":
+        from phc_lightning.bench.scale import bench_scale
+
+        bench_scale(ns.config, ns.motions, ns.hours, ns.num_envs, ns.motion_file, ns.out, ns.num_threads)
         return 0
     if ns.action == "env":
         from phc_lightning.bench.env_speed import bench_env

@@ -69,8 +69,9 @@ def preview_motions(
     out_path = check_video_path(str(out))
     if not fps > 0:
         raise MotionFileError(f"{out_path}: --fps must be > 0, got {fps}")
-    lib = MotionLibrary(str(motion_file))
-    ids = select_motions(lib, keys, motion_file)
+    every_motion = MotionLibrary(str(motion_file), index_only=True)  # an AMASS file: only the chosen motions built
+    lib = every_motion.subset(select_motions(every_motion, keys, motion_file))
+    ids = range(lib.num_motions)
     film = HumanoidFilm(width, height)
     try:
         frames = [film.frame(q) for i in ids for q in reference_qpos(lib, i, fps)]

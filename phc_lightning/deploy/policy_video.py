@@ -131,12 +131,15 @@ def render_policy(
     module, ckpt = load_checkpoint_module(ckpt_path)
     settings = data_settings(ckpt, config)
     source = motion_file or settings.get("motion_file") or BUNDLED_MOTIONS
-    lib = MotionLibrary(
+    every_motion = MotionLibrary(
         source,
         velocity_smoothing=settings.get("velocity_smoothing", DEFAULT_VELOCITY_SMOOTHING),
         max_dof_vel=settings.get("max_dof_vel", DEFAULT_MAX_DOF_VEL),
+        index_only=True,  # the run may have trained on all of AMASS: build only the chosen motions' buffers
     )
-    ids = select_motions(lib, keys, source)
+    chosen = select_motions(every_motion, keys, source)
+    lib = every_motion.subset(chosen)
+    ids = list(range(len(chosen)))
     try:
         task = _task_config(settings)
     except (TypeError, ValueError) as err:

@@ -55,14 +55,27 @@ def save_motions_npz(path: PathLike, motions: Sequence[RawMotion]) -> None:
         raise MotionFileError(f"{path}: no motions to save")
     checked = [validate_motion(path, m.key, m.fps, m.root_pos, m.global_rot) for m in motions]
     check_unique_keys(path, [m.key for m in checked])
+    write_motion_arrays(
+        path, [m.key for m in checked], np.array([m.fps for m in checked]),
+        np.array([m.num_frames for m in checked]), np.concatenate([m.root_pos for m in checked]),
+        np.concatenate([m.global_rot for m in checked]),
+    )
+
+
+def write_motion_arrays(path: PathLike, keys: Sequence[str], fps: np.ndarray, num_frames: np.ndarray,
+                        root_pos: np.ndarray, global_rot: np.ndarray) -> None:
+    """Write motions already concatenated along the frame axis (the module table's arrays) as a native ``.npz``,
+    atomically and byte-reproducibly, without checking them (:func:`save_motions_npz` checks; the reader always
+    does). For generators of sets too large to hold twice."""
+    path = Path(path)
     arrays: Dict[str, np.ndarray] = {
         "format": np.array(FORMAT_MAGIC),
         "version": np.array(FORMAT_VERSION, dtype=np.int64),
-        "keys": np.array([m.key for m in checked], dtype=np.str_),
-        "fps": np.array([m.fps for m in checked], dtype=np.float32),
-        "num_frames": np.array([m.num_frames for m in checked], dtype=np.int64),
-        "root_pos": np.concatenate([m.root_pos for m in checked]).astype(np.float32),
-        "global_rot": np.concatenate([m.global_rot for m in checked]).astype(np.float32),
+        "keys": np.array(list(keys), dtype=np.str_),
+        "fps": np.asarray(fps, dtype=np.float32),
+        "num_frames": np.asarray(num_frames, dtype=np.int64),
+        "root_pos": np.asarray(root_pos, dtype=np.float32),
+        "global_rot": np.asarray(global_rot, dtype=np.float32),
     }
     tmp = path.with_name(path.name + ".tmp")
     # np.savez stamps zip members with the current time; write the archive ourselves with a fixed stamp.

@@ -1,32 +1,23 @@
-"""Device-resident motion library: every frame's full reference state, sampling and interpolated lookup.
+"""The motion library: every motion's metadata and sampling weights, the per-frame reference buffers of the motions
+it keeps resident (all of them, or those the envs currently track), weighted sampling and interpolated lookup.
 
-All motions are concatenated along one frame axis (``F = Σ T_m`` frames) and kept on ``device``:
+Motion ids are always ids of the whole set (``0 ... M-1``). The per-frame buffers (:mod:`phc_lightning.motion.frames`,
+1,800 bytes a frame) concatenate the resident motions along one frame axis, on ``device``:
 
-===============  ==============  ==============================================================
-buffer           shape           meaning
-===============  ==============  ==============================================================
-``body_pos``     (F, 24, 3)      world body positions by FK on our skeleton offsets, metres
-``body_rot``     (F, 24, 4)      global rotations, unit quaternions **xyzw**, relative to T-pose
-``body_vel``     (F, 24, 3)      world linear velocity, m/s
-``body_angvel``  (F, 24, 3)      world angular velocity, from ``exp_map(q[t+1] q[t]^-1) × fps``, rad/s
-``dof_pos``      (F, 69)         hinge angles reproducing the local rotations, radians
-``dof_vel``      (F, 69)         from wrapped hinge-angle differences × fps, rad/s, optionally clamped
-===============  ==============  ==============================================================
-
-Velocities are computed as PHC does (``velocity_smoothing = 2``): central differences (one-sided at a motion's
-first and last frame, like ``np.gradient``), then a Gaussian filter of ``sigma = 2`` frames over time with the
-edge frames repeated (scipy's ``gaussian_filter1d(mode="nearest")``), within each motion. Raw mocap differences
-are noisy and, as forward differences, half a frame late. ``velocity_smoothing = 0`` keeps the raw forward
-differences instead (the last frame repeats the previous frame's), exactly consistent with the positions.
-
-``max_dof_vel`` clamps every hinge speed: near 90 degrees about a joint's middle (y) hinge the x-y-z hinge
-angles are ill-conditioned and their rates explode although the joint turns slowly (see
-:func:`~phc_lightning.motion.fk.near_singular_hinges`).
+- **all resident** (a set of at most ``resident_motions`` motions, or ``resident_motions=None``): every motion's
+  buffers are built once, and the motions as loaded are dropped; what every library did before residency existed.
+- **streaming** (a larger set): the motions as loaded (root positions and global rotations, 396 bytes a frame) stay
+  in host memory, and :meth:`MotionLibrary.make_resident` builds the buffers of the motions a set of envs tracks
+  (the env calls it whenever its motions change: at the start, on a resample, on resume, in evaluation chunks).
+  Which motions are resident is a function of those ids alone (sorted, distinct), and the same motions always
+  build the same bits, so a resumed run holds the very buffers it saved with. Metadata, sampling weights and
+  failure statistics stay over all ``M`` motions, so draws cover the whole set.
+- **index only** (``phc validate``): the motions as loaded and no buffers; :meth:`MotionLibrary.subset` builds
+  libraries of one evaluation chunk at a time.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import math
 from pathlib import Path
@@ -36,170 +27,54 @@ import torch
 
 from phc_lightning.core import skeleton
 from phc_lightning.core.errors import ConfigError
-from phc_lightning.core.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
-from phc_lightning.core.threads import one_cpu_thread
-from phc_lightning.motion import fk
+from phc_lightning.core.rotations import slerp, wrap_angle
 from phc_lightning.motion.formats import load_motion_file
+from phc_lightning.motion.frames import (
+    CHUNK_FRAMES,
+    DEFAULT_MAX_DOF_VEL,
+    DEFAULT_VELOCITY_SMOOTHING,
+    FRAME_FIELDS,
+    build_frames,
+    release_freed_heap,
+    smooth_over_time,
+    sole_heights,
+)
 from phc_lightning.motion.raw_motion import RawMotion, check_unique_keys, validate_motion
 from phc_lightning.sim.base import SimState
 
+# Names this module has always offered, now defined in phc_lightning.motion.frames.
+__all__ = ["MotionLibrary", "DEFAULT_MAX_DOF_VEL", "DEFAULT_VELOCITY_SMOOTHING", "release_freed_heap",
+           "smooth_over_time", "sole_heights"]
+
 Tensor = torch.Tensor
-_FRAME_FIELDS = ("body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel")
-# FK and differences run over groups of whole motions of about this many frames, bounding temporary memory.
-_CHUNK_FRAMES = 1 << 18
 # Snap lookups that land within this many frames below an exact frame onto it (float32 ``t * fps`` noise).
 _FRAME_SNAP = 1e-4
-# PHC's reference velocity filter: gaussian_filter1d(sigma=2 frames). The default truncation (4 sigma) as in scipy.
-DEFAULT_VELOCITY_SMOOTHING = 2.0
-_TRUNCATE = 4.0
-# Hinge speed bound, rad/s, a safety net: human joints rarely pass ~20 rad/s, while Euler-rate blow-ups near the
-# y = 90 degree singularity can go far beyond. Measured peaks, raw -> smoothed (sigma 2): CMU 05_06 27 -> 14 rad/s
-# (a knee's x and z hinges at 77 degrees flexion), the bundled motions 9.5 -> 5.1 rad/s.
-DEFAULT_MAX_DOF_VEL = 20.0
+# frame_start of a motion that is not resident: any lookup of it indexes past the buffers and fails loudly (an
+# IndexError on the CPU, a device assert on CUDA) instead of reading another motion's frames, without a host check.
+_NOT_RESIDENT = 1 << 62
 
-
-def sole_heights(body_pos: Tensor) -> Tensor:
-    """Height of the lowest sole ``[...]`` from body positions ``[..., 24, 3]`` (foot origin z minus sole depth)."""
-    depth = torch.tensor(
-        [skeleton.SOLE_DEPTH[skeleton.BODY_NAMES[b]] for b in skeleton.FOOT_BODIES],
-        dtype=body_pos.dtype,
-        device=body_pos.device,
-    )
-    return (body_pos[..., list(skeleton.FOOT_BODIES), 2] - depth).min(dim=-1).values
-
-
-def compute_motion_frames(
-    root_pos: Tensor,
-    global_rot: Tensor,
-    fps: Tensor,
-    num_frames: Tensor,
-    fix_height: bool,
-    velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
-    max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
-) -> Dict[str, Tensor]:
-    """Full per-frame reference state of consecutive motions concatenated along the frame axis.
-
-    Args:
-        root_pos: pelvis positions ``[F, 3]``.
-        global_rot: global rotations ``[F, 24, 4]`` xyzw.
-        fps: frames per second of each motion ``[M]``.
-        num_frames: frames of each motion ``[M]`` (each >= 2, summing to ``F``).
-        fix_height: shift each motion vertically so that its lowest sole over all frames is at z = 0.
-        velocity_smoothing: Gaussian sigma in frames over central differences; 0: raw forward differences.
-        max_dof_vel: clamp ``|dof_vel|`` to this (rad/s); None: no clamp.
-
-    Returns:
-        ``{"body_pos", "body_rot", "body_vel", "body_angvel", "dof_pos", "dof_vel"}``, shapes in the module table.
-    """
-    device = root_pos.device
-    motion_of_frame = torch.repeat_interleave(torch.arange(len(num_frames), device=device), num_frames)
-    rot = quat_normalize(global_rot)
-    body_pos = fk.body_positions(root_pos, rot)
-    if fix_height:
-        lowest = torch.full((len(num_frames),), float("inf"), dtype=body_pos.dtype, device=device)
-        lowest = lowest.scatter_reduce(0, motion_of_frame, sole_heights(body_pos), reduce="amin")
-        body_pos = body_pos.clone()
-        body_pos[..., 2] -= lowest[motion_of_frame].unsqueeze(-1)
-    starts = torch.zeros(root_pos.shape[0], dtype=torch.bool, device=device)
-    starts[torch.cumsum(num_frames, 0) - num_frames] = True
-    dof_pos = fk.continuous_hinge_branch(fk.local_to_dof(fk.global_to_local(rot)), starts)
-
-    # Forward differences a -> b = a + 1; a motion's last frame reuses the pair (T-2, T-1).
-    ends = torch.cumsum(num_frames, 0) - 1
-    idx = torch.arange(root_pos.shape[0], device=device)
-    is_last = torch.zeros_like(idx, dtype=torch.bool)
-    is_last[ends] = True
-    a = torch.where(is_last, idx - 1, idx)
-    b = a + 1
-    frame_fps = fps.to(body_pos.dtype)[motion_of_frame]
-    body_vel = (body_pos[b] - body_pos[a]) * frame_fps[:, None, None]
-    body_angvel = quat_to_exp_map(quat_mul(rot[b], quat_conjugate(rot[a]))) * frame_fps[:, None, None]
-    dof_vel = wrap_angle(dof_pos[b] - dof_pos[a]) * frame_fps[:, None]
-    if velocity_smoothing > 0:
-        first, last = idx[starts].repeat_interleave(num_frames), ends.repeat_interleave(num_frames)
-        body_vel, body_angvel, dof_vel = (
-            smooth_over_time(central_from_forward(v, starts, is_last), first, last, velocity_smoothing)
-            for v in (body_vel, body_angvel, dof_vel)
-        )
-    if max_dof_vel is not None:
-        # A plain clamp rather than a damped Euler-rate Jacobian: away from the singularity it changes nothing (and
-        # keeps dof_vel the derivative of dof_pos); near y = +-90 degrees the x and z hinges share one axis and
-        # their rates blow up together while the joint's turn about that axis (x rate +- z rate) stays small, so
-        # clamping both bounds what reference-state init writes into the hinges and keeps that turn about right.
-        dof_vel = dof_vel.clamp(-max_dof_vel, max_dof_vel)
-    return {
-        "body_pos": body_pos,
-        "body_rot": rot,
-        "body_vel": body_vel,
-        "body_angvel": body_angvel,
-        "dof_pos": dof_pos,
-        "dof_vel": dof_vel,
-    }
-
-
-def central_from_forward(forward: Tensor, starts: Tensor, is_last: Tensor) -> Tensor:
-    """Central differences from forward ones, like ``np.gradient`` (one-sided at each motion's ends).
-
-    Args:
-        forward: ``[F, ...]`` rate of frame ``t -> t + 1`` at ``t`` (at a motion's last frame: ``T-2 -> T-1``).
-        starts: ``[F]`` bool, first frame of each motion.
-        is_last: ``[F]`` bool, last frame of each motion.
-
-    Returns:
-        ``[F, ...]``: the mean of the rates into and out of each interior frame; ``forward`` at the ends.
-    """
-    prev = (torch.arange(forward.shape[0], device=forward.device) - 1).clamp_min(0)
-    edge = (starts | is_last).view((-1,) + (1,) * (forward.dim() - 1))
-    return torch.where(edge, forward, 0.5 * (forward[prev] + forward))
-
-
-def smooth_over_time(x: Tensor, first: Tensor, last: Tensor, sigma: float) -> Tensor:
-    """Gaussian filter over the frame axis within each motion, as scipy's ``gaussian_filter1d(mode="nearest")``.
-
-    A weighted sum of shifted copies (a 1-D convolution whose padding repeats each motion's own edge frames, so
-    neighbouring motions of the concatenated buffer never mix).
-
-    Args:
-        x: ``[F, ...]`` values per frame.
-        first: ``[F]`` index of the first frame of each frame's motion.
-        last: ``[F]`` index of the last frame of each frame's motion.
-        sigma: standard deviation in frames (> 0); taps out to ``int(4 sigma + 0.5)`` frames.
-    """
-    radius = int(_TRUNCATE * sigma + 0.5)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    weights = (weights / weights.sum()).tolist()
-    idx = torch.arange(x.shape[0], device=x.device)
-    out = torch.zeros_like(x)
-    for k, w in zip(range(-radius, radius + 1), weights):
-        out += w * x[torch.minimum(torch.maximum(idx + k, first), last)]
-    return out
-
-
-def release_freed_heap() -> None:
-    """Return freed heap memory to the operating system (glibc ``malloc_trim``; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+_FRAME_SHAPES = {"body_pos": (skeleton.NUM_BODIES, 3), "body_rot": (skeleton.NUM_BODIES, 4),
+                 "body_vel": (skeleton.NUM_BODIES, 3), "body_angvel": (skeleton.NUM_BODIES, 3),
+                 "dof_pos": (skeleton.NUM_DOFS,), "dof_vel": (skeleton.NUM_DOFS,)}
 
 
 class MotionLibrary:
-    """All reference motions on one device, with weighted sampling and interpolated state lookup.
+    """Reference motions on one device: metadata and sampling over all, per-frame buffers of the resident ones.
 
     Args:
         motion_file: a ``.npz`` / ``.pkl`` motion file, or already loaded :class:`RawMotion` s.
-        device: where every tensor lives.
+        device: where every tensor lives (the motions as loaded stay in host memory).
         fix_height: shift each motion vertically so that its lowest sole over the whole motion touches z = 0.
         velocity_smoothing: sigma in frames of the Gaussian filter over central-difference velocities, as PHC
             (2); 0: raw forward differences, unsmoothed.
         max_dof_vel: bound on ``|dof_vel|`` in rad/s against Euler-rate blow-ups near 90 degree flexion; None: no
             clamp.
-        index_only: keep the motions as loaded (root positions and rotations, ~0.4 kB a frame) and build no
-            per-frame buffers (~2 kB a frame); :meth:`subset` then builds full libraries of a few motions at a time.
-            For evaluating motion sets too large to hold whole (``phc validate``): such a library cannot be
-            stepped or sampled itself.
+        index_only: keep the motions as loaded and build no per-frame buffers; :meth:`subset` then builds full
+            libraries of a few motions at a time. For evaluating motion sets too large to hold whole (``phc
+            validate``): such a library cannot be stepped or sampled itself.
         chunk_frames: frames of the motion groups whose buffers are computed at once (bounds temporary memory).
+        resident_motions: the most motions whose per-frame buffers are held at once. A set of at most this many
+            (or None) is all resident; a larger one streams: nothing is resident until :meth:`make_resident`.
 
     Attributes:
         num_motions: ``M``.
@@ -207,14 +82,24 @@ class MotionLibrary:
         fps: frames per second ``[M]`` float.
         num_frames: frames per motion ``[M]`` long.
         lengths: duration in seconds ``(num_frames - 1) / fps``, ``[M]`` float.
-        frame_start: index of each motion's first frame in the concatenated buffers, ``[M]`` long.
+        frame_start: index of each motion's first frame in the resident buffers, ``[M]`` long (past the buffers'
+            end for a motion that is not resident).
         sampling_weights: non-negative sampling weights ``[M]`` (uniform by default).
+        resident_ids: the resident motions ``[R]`` long, ascending.
+        all_resident: whether every motion is resident for good (no streaming).
 
     Example:
         >>> lib = MotionLibrary("phc_lightning/assets/motions.npz")
         >>> ids = lib.sample_motions(8)
         >>> state = lib.get_state(ids, lib.sample_times(ids))  # SimState with 8 rows
     """
+
+    body_pos: Tensor
+    body_rot: Tensor
+    body_vel: Tensor
+    body_angvel: Tensor
+    dof_pos: Tensor
+    dof_vel: Tensor
 
     def __init__(
         self,
@@ -224,12 +109,15 @@ class MotionLibrary:
         velocity_smoothing: float = DEFAULT_VELOCITY_SMOOTHING,
         max_dof_vel: Optional[float] = DEFAULT_MAX_DOF_VEL,
         index_only: bool = False,
-        chunk_frames: int = _CHUNK_FRAMES,
+        chunk_frames: int = CHUNK_FRAMES,
+        resident_motions: Optional[int] = None,
     ) -> None:
         if not (math.isfinite(velocity_smoothing) and velocity_smoothing >= 0):
             raise ConfigError(f"velocity_smoothing must be a finite number >= 0, got {velocity_smoothing}")
         if max_dof_vel is not None and not max_dof_vel > 0:
             raise ConfigError(f"max_dof_vel must be > 0 or None, got {max_dof_vel}")
+        if resident_motions is not None and int(resident_motions) < 1:
+            raise ConfigError(f"resident_motions must be >= 1 or None, got {resident_motions}")
         self.velocity_smoothing = float(velocity_smoothing)
         self.max_dof_vel = None if max_dof_vel is None else float(max_dof_vel)
         if isinstance(motion_file, (list, tuple)):  # in-memory motions get the same checks as files
@@ -243,71 +131,110 @@ class MotionLibrary:
         self.keys: List[str] = [m.key for m in motions]
         self.num_motions = len(motions)
         self.fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
-        self.num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
+        self._frames_host = torch.tensor([m.num_frames for m in motions], dtype=torch.long)
+        self.num_frames = self._frames_host.to(self.device)
         self.lengths = (self.num_frames - 1).to(torch.float32) / self.fps
-        self.frame_start = torch.cumsum(self.num_frames, 0) - self.num_frames
         self.sampling_weights = torch.full((self.num_motions,), 1.0 / self.num_motions, device=self.device)
         self.fix_height = fix_height
         self.index_only = index_only
-        self._raw: Optional[List[RawMotion]] = motions if index_only else None
-        if index_only:
-            # Validation copied every array of the file; the originals are garbage now. glibc keeps freed heap
-            # pages unless asked, and for an AMASS-sized set that would double what the motions cost.
-            del motion_file
-            gc.collect()
-            release_freed_heap()
+        self.chunk_frames = int(chunk_frames)
+        self.resident_motions = None if resident_motions is None else int(resident_motions)
+        self.all_resident = not index_only and (resident_motions is None or self.num_motions <= resident_motions)
+        self._raw: Optional[List[RawMotion]] = None if self.all_resident else motions
+        if self.all_resident:
+            self._set_buffers(build_frames(motions, self.device, fix_height, self.velocity_smoothing,
+                                           self.max_dof_vel, self.chunk_frames), torch.arange(self.num_motions))
             return
+        self._set_buffers({}, torch.zeros(0, dtype=torch.long))
+        # Whatever loading copied is garbage now; glibc keeps freed heap pages unless asked, and for an AMASS-sized
+        # set that would double what the motions cost.
+        del motion_file
+        gc.collect()
+        release_freed_heap()
 
-        # Chunks are written into buffers of the final size: no second copy of every frame at the end.
-        total = int(self.num_frames.sum())
-        buffers: Dict[str, Tensor] = {}
-        offset = 0
-        for group in _chunk_motions(motions, chunk_frames):
-            frames = self._frames_of(group, fix_height)
-            if not buffers:
-                buffers = {name: frames[name].new_empty((total,) + tuple(frames[name].shape[1:]))
-                           for name in _FRAME_FIELDS}
-            count = frames["body_pos"].shape[0]
-            for name in _FRAME_FIELDS:
-                buffers[name][offset : offset + count] = frames[name]
-            offset += count
-        self.body_pos = buffers["body_pos"]
-        self.body_rot = buffers["body_rot"]
-        self.body_vel = buffers["body_vel"]
-        self.body_angvel = buffers["body_angvel"]
-        self.dof_pos = buffers["dof_pos"]
-        self.dof_vel = buffers["dof_vel"]
+    # ------------------------------------------------------------------ residency
 
-    def _frames_of(self, motions: Sequence[RawMotion], fix_height: bool) -> Dict[str, Tensor]:
-        """Per-frame buffers for a group of motions, computed on the library's device in float32."""
+    def make_resident(self, motion_ids: Tensor) -> None:
+        """Hold the per-frame buffers of exactly the distinct motions among ``motion_ids`` (ids of the whole set).
 
-        def cat(name: str) -> Tensor:
-            return torch.cat([torch.tensor(getattr(m, name), dtype=torch.float32) for m in motions]).to(self.device)
+        A no-op for an all-resident library, and when those motions are resident already; otherwise the current
+        buffers are dropped first, then the new ones built from the motions as loaded (never two sets at once).
+        Reads ``motion_ids`` on the host: call it when the envs' motions change, not every step.
 
-        fps = torch.tensor([float(m.fps) for m in motions], dtype=torch.float32, device=self.device)
-        num_frames = torch.tensor([m.num_frames for m in motions], dtype=torch.long, device=self.device)
-        # One thread: with two, the hinge angles came out different (by up to 3e-5 rad) from one process to the next,
-        # so no two runs of one config trained on the same references.
-        with one_cpu_thread(self.device):
-            return compute_motion_frames(
-                cat("root_pos"), cat("global_rot"), fps, num_frames, fix_height, self.velocity_smoothing,
-                self.max_dof_vel,
-            )
+        Raises:
+            ValueError: an ``index_only`` library, or more distinct motions than ``resident_motions``.
+        """
+        if self.all_resident:
+            return
+        if self.index_only:
+            raise ValueError("MotionLibrary.make_resident: an index_only library builds subsets, not resident sets")
+        ids = torch.unique(torch.as_tensor(motion_ids).detach().to("cpu", torch.long))  # sorted
+        if ids.numel() > self.resident_motions:
+            raise ValueError(f"MotionLibrary.make_resident: {ids.numel()} distinct motions, more than "
+                             f"resident_motions={self.resident_motions}")
+        if torch.equal(ids, self._resident_host):
+            return
+        if ids.numel() and (int(ids[0]) < 0 or int(ids[-1]) >= self.num_motions):
+            raise ValueError(f"MotionLibrary.make_resident: motion ids must be in [0, {self.num_motions})")
+        self._set_buffers({}, torch.zeros(0, dtype=torch.long))
+        release_freed_heap()
+        motions = [self._raw[i] for i in ids.tolist()]
+        self._set_buffers(build_frames(motions, self.device, self.fix_height, self.velocity_smoothing,
+                                       self.max_dof_vel, self.chunk_frames), ids)
+
+    def _set_buffers(self, buffers: Dict[str, Tensor], ids: Tensor) -> None:
+        """Install the buffers of the motions ``ids`` (CPU, ascending; concatenated in that order)."""
+        for name in FRAME_FIELDS:
+            setattr(self, name, buffers.get(name, torch.zeros((0,) + _FRAME_SHAPES[name], device=self.device)))
+        counts = self._frames_host[ids]
+        starts = torch.full((self.num_motions,), _NOT_RESIDENT, dtype=torch.long)
+        starts[ids] = torch.cumsum(counts, 0) - counts
+        self.frame_start = starts.to(self.device)
+        self._resident_host = ids
+        self.resident_ids = ids.to(self.device)
+        self._resident_weights = self._weights_of_resident()
+
+    def _weights_of_resident(self) -> Tensor:
+        """Sampling weights of the resident motions (uniform among them where those are all zero)."""
+        if self.all_resident or self.resident_ids.numel() == 0:
+            return self.sampling_weights
+        weights = self.sampling_weights[self.resident_ids]
+        return weights if bool((weights > 0).any()) else torch.ones_like(weights)
 
     @property
     def total_frames(self) -> int:
         """Number of frames over all motions."""
-        return int(self.num_frames.sum())
+        return int(self._frames_host.sum())
+
+    @property
+    def resident_frames(self) -> int:
+        """Number of frames whose per-frame buffers are held."""
+        return int(self.body_pos.shape[0])
+
+    def memory_bytes(self) -> Dict[str, int]:
+        """Bytes held: ``frames`` (per-frame buffers, on ``device``), ``raw`` (the motions as loaded, host),
+        ``metadata`` (per-motion tensors over all motions)."""
+        raw = sum(m.root_pos.nbytes + m.global_rot.nbytes for m in self._raw) if self._raw is not None else 0
+        per_motion = (self.fps, self.num_frames, self._frames_host, self.lengths, self.frame_start,
+                      self.sampling_weights, self.resident_ids, self._resident_host)
+        return {
+            "frames": sum(getattr(self, name).nbytes for name in FRAME_FIELDS),
+            "raw": int(raw),
+            "metadata": sum(t.nbytes for t in per_motion),
+        }
 
     def subset(self, motion_ids: Sequence[int]) -> MotionLibrary:
-        """A full library of the given motions (ids of this library, in that order) with the same options; needs an
-        ``index_only`` library, which keeps the motions as loaded."""
+        """An all-resident library of the given motions (ids of this library, in that order) with the same options;
+        needs a library that keeps the motions as loaded (``index_only`` or streaming)."""
         if self._raw is None:
-            raise ValueError("MotionLibrary.subset needs a library built with index_only=True")
+            raise ValueError("MotionLibrary.subset needs a library that keeps its motions as loaded (index_only=True, "
+                             "or more motions than resident_motions)")
         # Smaller FK groups than a training library's: their temporaries, not the chunk's frames, would dominate.
         return MotionLibrary([self._raw[int(i)] for i in motion_ids], device=self.device, fix_height=self.fix_height,
                              velocity_smoothing=self.velocity_smoothing, max_dof_vel=self.max_dof_vel,
-                             chunk_frames=_CHUNK_FRAMES >> 3)
+                             chunk_frames=CHUNK_FRAMES >> 3)
+
+    # ------------------------------------------------------------------ sampling and lookup
 
     def set_sampling_weights(self, weights: Tensor) -> None:
         """Replace the sampling weights (need not sum to 1).
@@ -328,6 +255,7 @@ class MotionLibrary:
         if not bool((weights > 0).any()):
             raise ValueError("sampling weights must not all be zero")
         self.sampling_weights = weights.clone()
+        self._resident_weights = self._weights_of_resident()
 
     def sample_motions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Draw ``n`` motion ids ``[n]`` (long) with replacement, with probability ∝ :attr:`sampling_weights`.
@@ -335,6 +263,16 @@ class MotionLibrary:
         ``generator`` must live on the library's device.
         """
         return torch.multinomial(self.sampling_weights, n, replacement=True, generator=generator)
+
+    def sample_resident_motions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Draw ``n`` ids ``[n]`` of resident motions (AMP demos), with probability ∝ :attr:`sampling_weights`
+        among them (uniform where those are all zero). The same draw as :meth:`sample_motions` when all are
+        resident. ``generator`` must live on the library's device."""
+        if self.all_resident:
+            return self.sample_motions(n, generator)
+        if self.resident_ids.numel() == 0:
+            raise ValueError("MotionLibrary.sample_resident_motions: no motion is resident yet (make_resident)")
+        return self.resident_ids[torch.multinomial(self._resident_weights, n, replacement=True, generator=generator)]
 
     def sample_times(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Uniform start times ``[n]`` in ``[0, length)`` seconds of each given motion."""
@@ -377,16 +315,3 @@ class MotionLibrary:
             dof_pos=dof_pos,
             dof_vel=lerp(self.dof_vel),
         )
-
-
-def _chunk_motions(motions: Sequence[RawMotion], max_frames: int) -> List[List[RawMotion]]:
-    """Split motions (in order) into groups of at most ``max_frames`` frames (a longer motion is its own group)."""
-    groups: List[List[RawMotion]] = [[]]
-    frames = 0
-    for m in motions:
-        if groups[-1] and frames + m.num_frames > max_frames:
-            groups.append([])
-            frames = 0
-        groups[-1].append(m)
-        frames += m.num_frames
-    return groups

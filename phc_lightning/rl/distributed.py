@@ -9,7 +9,8 @@ here, identically on every rank, so the ranks never drift apart:
   a rank that skipped its minibatches while another stepped would hang DDP's all-reduce;
 - the once-per-iteration logs (:func:`mean_logs_across_ranks`), whose keys may differ between ranks (a rank with
   no finished episode has no ``charts/episode_return``), so Lightning's per-key ``sync_dist`` cannot be used;
-- the evaluation rows and the data state (:func:`gather_objects`).
+- the evaluation rows (:func:`gather_objects`), and every rank's data state for the checkpoint, which only rank 0
+  (the writer) receives (:func:`gather_to_first`).
 
 Lightning's DDP wrapper also broadcasts rank 0's buffers before every forward; :func:`stop_buffer_broadcast`
 turns that off (see there).
@@ -20,7 +21,7 @@ what they were.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -46,6 +47,27 @@ def gather_objects(obj: Any) -> List[Any]:
         return [obj]
     out: List[Any] = [None] * world_size()
     dist.all_gather_object(out, obj)
+    return out
+
+
+def gather_to_first(obj: Any) -> Optional[List[Any]]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on rank 0, None on every other rank (pickled; on the CPU).
+
+    Every rank must call it. Only the receiver holds more than its own part, so what the other ranks hold does not
+    grow with the number of processes (an all-gather would give every rank all of them). Rank 0 receives one rank
+    at a time, so besides the parts it keeps it holds one message in transit (``gather_object`` would hold every
+    rank's serialized bytes and the rebuilt parts at once).
+    """
+    if world_size() == 1:
+        return [obj]
+    if rank() != 0:
+        dist.send_object_list([obj], dst=0)
+        return None
+    out = [obj]
+    for source in range(1, world_size()):
+        box: List[Any] = [None]
+        dist.recv_object_list(box, src=source)
+        out.append(box[0])
     return out
 
 

@@ -68,6 +68,12 @@ class PHCDataModule(L.LightningDataModule):
         bptt_horizon: a recurrent policy (``model.recurrent``) trains on whole segments of this many steps, shuffled
             as segments (must divide ``horizon``; ``num_minibatches`` must divide ``horizon / bptt_horizon *
             num_envs``); null: the whole horizon. Unused without ``model.recurrent``.
+        resident_motions: the most motions whose full per-frame reference buffers (1.8 kB a frame) are held at
+            once, at least ``num_envs``; null: ``num_envs``. A motion file with at most this many motions is all
+            resident; a larger one (AMASS) streams: the motions stay in host memory as loaded (0.4 kB a frame) and
+            each process builds the buffers of the motions its envs track (at most ``num_envs``), again whenever
+            they are redrawn (``MotionResampling``, resume, evaluation chunks). Sampling weights and failure
+            statistics cover every motion either way.
         amp: adversarial motion prior settings, :class:`~phc_lightning.amp.config.AMPConfig` fields (null: off); the
             CLI copies ``model.amp`` here (set that one).
     """
@@ -90,9 +96,13 @@ class PHCDataModule(L.LightningDataModule):
         max_dof_vel: Optional[PositiveFloat] = DEFAULT_MAX_DOF_VEL,
         seed: Optional[int] = None,
         bptt_horizon: Optional[PositiveInt] = None,
+        resident_motions: Optional[PositiveInt] = None,
         amp: Optional[Dict[str, Any]] = None,
     ) -> None:
         super().__init__()
+        if resident_motions is not None and resident_motions < num_envs:
+            raise ConfigError(f"data.resident_motions={resident_motions} must be at least data.num_envs={num_envs} "
+                              "(every env's motion is resident)")
         if (horizon * num_envs) % num_minibatches:
             raise ConfigError(
                 f"data.num_minibatches={num_minibatches} must divide horizon*num_envs={horizon * num_envs}"
@@ -122,11 +132,13 @@ class PHCDataModule(L.LightningDataModule):
         except ValueError as err:  # a backend name or device the config got wrong
             raise ConfigError(f"data: {err}") from err
         try:
-            # Validation alone plays the motions chunk by chunk (EvalDataset), so it holds them as loaded and
-            # builds per-frame buffers for one chunk at a time: AMASS-sized sets fit in memory.
+            # Validation plays the motions chunk by chunk (EvalDataset), so it holds them as loaded and builds
+            # per-frame buffers for one chunk at a time; training holds those of the envs' motions when the set is
+            # larger than resident_motions (a streaming library): AMASS-sized sets fit in memory.
             self.motions = MotionLibrary(
                 self.motion_file, device=sim.device, velocity_smoothing=hp.velocity_smoothing,
                 max_dof_vel=hp.max_dof_vel, index_only=stage == "validate",
+                resident_motions=hp.resident_motions or hp.num_envs,
             )
             env_motions = self.motions
             if self.motions.index_only:  # the env needs motions to start with; evaluation brings its own chunks
@@ -193,8 +205,10 @@ class PHCDataModule(L.LightningDataModule):
         """What exact resume needs from the data side: env episodes and physics, the rollout's RNGs and counters,
         the motion sampling weights. Lightning stores it in every checkpoint, whichever callback writes it.
 
-        With several processes every rank's state is gathered (Lightning calls this on every rank, rank 0 writes):
-        ``{"world_size": W, "ranks": [state of rank 0, ...]}``, so a resumed W-process run continues exactly.
+        With several processes every rank's state goes to rank 0, which writes the checkpoint (Lightning calls this
+        on every rank, in every ``trainer.save_checkpoint``): ``{"world_size": W, "ranks": [state of rank 0, ...]}``
+        there, so a resumed W-process run continues exactly; the other ranks return ``{}`` (their checkpoint dict is
+        never written), so they never hold another rank's state (an AMP replay buffer is ~0.8 GB a rank).
         """
         if self.env is None:
             return {}
@@ -206,7 +220,8 @@ class PHCDataModule(L.LightningDataModule):
         world = self._rank_and_world()[1]
         if world == 1:
             return state
-        return {"world_size": world, "ranks": distributed.gather_objects(distributed.to_cpu(state))}
+        ranks = distributed.gather_to_first(distributed.to_cpu(state))
+        return {} if ranks is None else {"world_size": world, "ranks": ranks}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (Lightning calls this on resume, after :meth:`setup`)."""

@@ -16,13 +16,14 @@ Several processes (Lightning DDP): only the first one claims a directory. Lightn
 processes of a machine by re-running the command, after the first one resolved its run (:func:`resolve_process_run`
 hands the layout down in the environment). Processes started by torchrun, SLURM or on other nodes resolve alone and
 claim nothing; Lightning broadcasts rank 0's log and checkpoint folders to them, and ``--run_name`` makes every
-process agree from the start.
+process agree from the start. Likewise only the first process writes the run's W&B id (:func:`wandb_run_id`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ from phc_lightning.core.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_run_id"
+WANDB_ID_ENV = "PHC_WANDB_RUN_ID"
+"""Environment variable through which the first process hands the run's W&B id to the processes it launches."""
+WANDB_ID_WAIT = 5.0
+"""Seconds a process started by another launcher waits for the first process to write the W&B id."""
 LAYOUT_ENV = "PHC_RUN_LAYOUT"
 """Environment variable through which the first process hands its :class:`RunLayout` to the processes it launches."""
 _RANK_ENVS = ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
@@ -145,7 +150,7 @@ def point_loggers_at(logger: Any, run_dir: str) -> Any:
     TensorBoard and CSV loggers get ``name=""`` and ``version=""`` (one version per run: their log dir is
     ``save_dir``), and Lightning's ``CSVLogger`` becomes :class:`phc_lightning.run.loggers.CSVLogger`, which appends to
     the ``metrics.csv`` of a resumed run instead of deleting it; a W&B logger gets the run's id (kept in
-    ``run_dir/wandb_run_id``), so a resumed run continues it.
+    ``run_dir/wandb_run_id``, :func:`wandb_run_id`), so a resumed run continues it.
     """
     if logger is False:
         return logger
@@ -162,19 +167,48 @@ def point_loggers_at(logger: Any, run_dir: str) -> Any:
         args["save_dir"] = os.path.normpath(os.path.join(run_dir, args.get("save_dir") or "."))
         if kind in ("TensorBoardLogger", "CSVLogger"):
             args["name"], args["version"] = "", ""
-        elif kind == "WandbLogger":
-            if not args.get("id"):
-                args["id"] = _wandb_run_id(run_dir)
+        elif kind == "WandbLogger" and not args.get("id"):
+            run_id = wandb_run_id(run_dir)
+            if run_id is not None:
+                args["id"] = run_id
         item["init_args"] = args
     return logger
 
 
-def _wandb_run_id(run_dir: str) -> str:
+def wandb_run_id(run_dir: str, wait: Optional[float] = None) -> Optional[str]:
+    """The W&B run id of ``run_dir`` for this process.
+
+    Only the first process (the one that claimed the run directory) writes it: it reads ``run_dir/wandb_run_id``, or
+    creates it for a new run, and hands it to the processes Lightning launches from it in ``PHC_WANDB_RUN_ID``. A
+    process started by torchrun or SLURM takes it from there, or reads the file, waiting up to ``wait`` seconds
+    (default :data:`WANDB_ID_WAIT`) for the first process to write it; it never writes, since its run directory may
+    not exist yet (or ever, on another machine). None when it found none: only rank 0 logs to W&B, so another rank
+    needs no id.
+    """
     path = os.path.join(run_dir, WANDB_ID_FILE)
-    if os.path.isfile(path):
+    if is_first_process():
+        run_id = _read_id(path)
+        if run_id is None:
+            run_id = f"{os.path.basename(os.path.normpath(run_dir))}-{uuid.uuid4().hex[:8]}"
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(run_id + "\n")
+            os.replace(tmp, path)  # a process waiting for the file never reads half of it
+        os.environ[WANDB_ID_ENV] = run_id
+        return run_id
+    if os.environ.get(WANDB_ID_ENV):
+        return os.environ[WANDB_ID_ENV]
+    deadline = time.monotonic() + (WANDB_ID_WAIT if wait is None else wait)
+    while True:
+        run_id = _read_id(path)
+        if run_id is not None or time.monotonic() >= deadline:
+            return run_id
+        time.sleep(0.1)
+
+
+def _read_id(path: str) -> Optional[str]:
+    try:
         with open(path) as f:
-            return f.read().strip()
-    run_id = f"{os.path.basename(os.path.normpath(run_dir))}-{uuid.uuid4().hex[:8]}"
-    with open(path, "w") as f:
-        f.write(run_id + "\n")
-    return run_id
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None

@@ -131,6 +131,7 @@ class HumanoidTracking:
 
         n = self.num_envs
         self.motion_ids = motions.sample_motions(n, generator=self.generator).to(self.device, torch.long)
+        motions.make_resident(self.motion_ids)  # a streaming library builds these motions' reference buffers
         self.motion_start_times = torch.zeros(n, device=self.device)
         self.motion_times = torch.zeros(n, device=self.device)
         self.progress = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -221,7 +222,10 @@ class HumanoidTracking:
         self.eval_mode = bool(enabled)
 
     def assign_motions(self, motion_ids: Tensor, env_ids: Optional[Tensor] = None) -> Tensor:
-        """Give envs ``env_ids`` (all if None) the motions ``motion_ids``, reset them, return all obs ``(N, 934)``."""
+        """Give envs ``env_ids`` (all if None) the motions ``motion_ids``, reset them, return all obs ``(N, 934)``.
+
+        A streaming motion library then holds the reference buffers of exactly the envs' motions (it rebuilds them
+        here when those changed)."""
         env_ids = self._as_env_ids(env_ids)
         motion_ids = torch.as_tensor(motion_ids, device=self.device).long().reshape(-1)
         if motion_ids.shape != env_ids.shape:
@@ -234,6 +238,7 @@ class HumanoidTracking:
                 f"got [{int(motion_ids.min())}, {int(motion_ids.max())}]"
             )
         self.motion_ids[env_ids] = motion_ids
+        self.motions.make_resident(self.motion_ids)
         return self.reset(env_ids)
 
     def rng_state(self) -> Tensor:
@@ -267,6 +272,7 @@ class HumanoidTracking:
                 raise ValueError(f"HumanoidTracking.load_state_dict: {name} has shape {tuple(value.shape)}, "
                                  f"this env has {tuple(current.shape)} (different num_envs?)")
             current.copy_(value.to(current.device))
+        self.motions.make_resident(self.motion_ids)  # the saved episodes' motions: the same buffers as when saved
         self.eval_mode = bool(state["eval_mode"])
         self.set_rng_state(state["rng"])
         self.backend.set_physics_state(state["physics"])

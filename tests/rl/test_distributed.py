@@ -66,6 +66,7 @@ def test_two_processes_stay_identical_and_count_both_ranks_steps(two_process_run
         assert r["world_size"] == 2
         assert r["params_equal"] and r["norm_equal"], r  # after every iteration, before the next forward
         assert r["envs_differ"], r  # each rank its own seeds
+        assert r["data_states"] == [2, 0], r  # only rank 0, the checkpoint's writer, receives the ranks' data states
         # the counter (identical on both ranks) is both ranks' steps together
         assert r["env_steps"] == [sum(r["collected"])] * 2 == [2 * STEPS * (r["epoch"] + 1)] * 2
         # the normalizer saw every transition of both ranks once (no reset observations on top, also not after a
@@ -238,3 +239,27 @@ def test_one_merge_serves_the_normalizer_and_the_rank_combination() -> None:
     norm.update(b.float())
     torch.testing.assert_close(norm.mean, whole_mean.float())
     torch.testing.assert_close(norm.var, whole_var.float())
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_resident_motions_and_resume_exactly(tmp_path: Path) -> None:
+    from phc_lightning.motion.variations import lognormal_lengths, write_varied_motions
+
+    motion_file = tmp_path / "twenty_four.npz"  # more motions than smoke.yaml's 8 envs: each rank streams
+    write_varied_motions(motion_file, lognormal_lengths(24, hours=0.0, median_seconds=0.6, sigma=0.2,
+                                                        bounds=(0.5, 0.8), seed=2), seed=2)
+    data = ("--data.motion_file", str(motion_file))
+    straight = fit2(tmp_path / "straight", 4, *data)
+    fit2(tmp_path / "resumed", 2, *data)
+    resumed = fit2(tmp_path / "resumed", 4, "--ckpt_path", "last", *data)
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=f"{key} differs")
+    ranks = a["PHCDataModule"]["ranks"]
+    for rank in (0, 1):
+        for key in ("obs", "motion_ids"):
+            torch.testing.assert_close(b["PHCDataModule"]["ranks"][rank]["env"][key], ranks[rank]["env"][key],
+                                       rtol=0, atol=0)
+    # each rank trains on (and holds the buffers of) its own draw of the 24 motions
+    assert not torch.equal(ranks[0]["env"]["motion_ids"], ranks[1]["env"]["motion_ids"])
