@@ -29,6 +29,7 @@ import torch
 from phc_lightning.amp.config import AMPConfig
 from phc_lightning.amp.observations import AMP_OBS_STEP_DIM, amp_obs_dim, demo_amp_obs, sample_demo_amp_obs
 from phc_lightning.amp.replay import ReplayBuffer
+from phc_lightning.core import rng
 from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking, StepResult
@@ -74,7 +75,7 @@ class AMPCollector:
         self.obs_dim = amp_obs_dim(self.history)
         self.batch_rows = min(config.disc_batch_size or num_minibatch_rows, num_minibatch_rows)
         self.device = motions.device
-        self.demo_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.demo_generator = rng.new_generator(seed, self.device)
         self.replay = ReplayBuffer(config.replay_size, self.obs_dim, config.replay_keep_prob, self.device, seed + 1)
         self.frames: Optional[Tensor] = None  # (N, history, 196) agent history, newest first
         self.obs: Optional[Tensor] = None  # (T, N, history * 196) this iteration's agent samples

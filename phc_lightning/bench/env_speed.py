@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from phc_lightning.bench.raw_physics import raw_physics_steps_per_second
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.sim.base import PhysicsBackend
@@ -77,7 +77,7 @@ def timed_backend(backend: PhysicsBackend) -> Timed:
 def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
     """Env-steps/s of ``env.step`` with residual PD targets under PHC's action scale and exploration noise (or
     ``policy``'s actions under its own action interface, forward pass included)."""
-    gen = torch.Generator(device=env.device).manual_seed(0)
+    gen = rng.new_generator(0, env.device)
     interface = ActionInterface(residual=True)
     obs = env.reset()
     state = None if policy is None else torch.zeros(env.num_envs, policy.recurrent_state_size, device=env.device)
@@ -85,7 +85,7 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
     start = time.perf_counter()
     for _ in range(num_steps):
         if policy is None:
-            noise = torch.randn(env.num_envs, interface.num_actions, generator=gen, device=env.device)
+            noise = rng.randn((env.num_envs, interface.num_actions), gen, env.device, "bench noise")
             targets = interface.pd_targets(noise * BENCH_ACTION_STD, env.ref_next_dof_pos)
         else:
             with torch.no_grad():

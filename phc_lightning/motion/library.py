@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.core.rotations import quat_conjugate, quat_mul, quat_normalize, quat_to_exp_map, slerp, wrap_angle
 from phc_lightning.core.threads import one_cpu_thread
@@ -334,12 +334,12 @@ class MotionLibrary:
 
         ``generator`` must live on the library's device.
         """
-        return torch.multinomial(self.sampling_weights, n, replacement=True, generator=generator)
+        return rng.multinomial(self.sampling_weights, n, generator, "MotionLibrary.sample_motions")
 
     def sample_times(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Uniform start times ``[n]`` in ``[0, length)`` seconds of each given motion."""
         ids = motion_ids.to(self.device, torch.long)
-        u = torch.rand(ids.shape, generator=generator, device=self.device)
+        u = rng.rand(ids.shape, generator, self.device, "MotionLibrary.sample_times")
         return u * self.lengths[ids]
 
     def get_state(self, motion_ids: Tensor, times: Tensor) -> SimState:

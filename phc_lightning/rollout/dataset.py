@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 import torch
 from torch.utils.data import IterableDataset
 
+from phc_lightning.core import rng
 from phc_lightning.rl.ppo import compute_gae
 from phc_lightning.rl.segments import segment_minibatches
 from phc_lightning.rollout.stats import DeviceStats, EpochStats
@@ -189,7 +190,8 @@ class RolloutDataset(IterableDataset):
         self.world_size = world_size
         self.bptt_horizon = bptt_horizon
         self.amp = amp
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # Minibatch order is drawn where the buffer lives (the env's device): no index copy to the device per pass.
+        self.generator = rng.new_generator(seed, env.device)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
         self._action_seed = seed + 1
@@ -256,14 +258,14 @@ class RolloutDataset(IterableDataset):
         batch_size = flat["values"].numel()
         mb_size = batch_size // self.num_minibatches
         for _ in range(self.update_epochs):
-            perm = torch.randperm(batch_size, generator=self.generator).to(flat["values"].device)
+            perm = rng.randperm(batch_size, self.generator, flat["values"].device, "minibatch shuffle")
             for i in range(self.num_minibatches):
                 mb_inds = perm[i * mb_size : (i + 1) * mb_size]
                 yield {k: v[mb_inds] for k, v in flat.items()}
 
     def _actions_rng(self, device: torch.device) -> torch.Generator:
         if self.action_generator is None or self.action_generator.device != device:
-            self.action_generator = torch.Generator(device=device).manual_seed(self._action_seed)
+            self.action_generator = rng.new_generator(self._action_seed, device)
             if self._action_rng_state is not None:
                 self.action_generator.set_state(self._action_rng_state)
                 self._action_rng_state = None

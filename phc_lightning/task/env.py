@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.sim.base import PhysicsBackend, SimState
 from phc_lightning.task.config import TaskConfig
@@ -118,8 +118,7 @@ class HumanoidTracking:
             raise ValueError(f"HumanoidTracking: motion library on {motions.device} but backend on {self.device}")
         self.control_dt = float(backend.control_dt)
         self.eval_mode = False
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self.generator = rng.new_generator(seed, self.device)
         self.state_features = state_features
         self.reward_manager = RewardManager(config.reward_terms())
         self.start_sampler: Optional[AdaptiveStartSampler] = None
@@ -307,7 +306,7 @@ class HumanoidTracking:
         else:
             times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
             if self.config.start_init_prob > 0:  # no extra draw at 0, so PHC's setting keeps its random stream
-                at_start = torch.rand(ids.shape, generator=self.generator, device=self.device)
+                at_start = rng.rand(ids.shape, self.generator, self.device, "start_init_prob")
                 times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
         self.motion_start_times[env_ids] = times
         self.motion_times[env_ids] = times

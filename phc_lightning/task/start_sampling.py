@@ -20,6 +20,8 @@ from typing import Optional
 
 import torch
 
+from phc_lightning.core import rng
+
 Tensor = torch.Tensor
 
 
@@ -83,6 +85,6 @@ class AdaptiveStartSampler:
     def sample(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """``(N,)`` start times in ``[0, length)`` seconds: a bin by :meth:`probabilities`, then uniform inside it."""
         probs = self.probabilities()[motion_ids]
-        bins = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        inside = torch.rand(bins.shape, generator=generator, device=bins.device)
+        bins = rng.multinomial(probs, 1, generator, "AdaptiveStartSampler.sample").squeeze(-1)
+        inside = rng.rand(bins.shape, generator, bins.device, "AdaptiveStartSampler.sample")
         return (bins + inside) / self.num_bins[motion_ids] * self.lengths[motion_ids]
