@@ -105,9 +105,12 @@ class AMPCollector:
             features = result.info[STEP_FEATURES_KEY]
             self.frames = torch.cat([features.unsqueeze(1), self.frames[:, :-1]], dim=1)
             self.obs[t] = self.frames.flatten(1)
-            done = result.info["done_env_ids"]
-            if done.numel():  # a shape the env already knows: no device sync
-                self.frames[done] = self._reference_frames(env, done)
+            done_ids = result.info.get("done_env_ids")
+            if done_ids is None:  # fixed shapes: every env's reference history, kept where the env was reset
+                reference = self._reference_frames(env, torch.arange(env.num_envs, device=env.device))
+                self.frames = torch.where(result.info["done"][:, None, None], reference, self.frames)
+            elif done_ids.numel():  # the backend read the mask on the host already: the reset envs' rows only
+                self.frames[done_ids] = self._reference_frames(env, done_ids)
 
     def _reference_frames(self, env: HumanoidTracking, env_ids: Tensor) -> Tensor:
         ids, times = env.motion_ids[env_ids], env.motion_times[env_ids]
