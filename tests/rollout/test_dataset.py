@@ -12,6 +12,7 @@ from phc_lightning.learner.module import PHCModule
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.rollout.dataset import ITERATION_KEY, RolloutDataset
 from phc_lightning.sim.factory import make_backend
+from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
 from tests.host_reads import HostReads
 
@@ -233,7 +234,9 @@ def counted_collection(backend: str, horizon: int, amp_lstm: bool) -> HostReads:
     sim = make_backend(backend, NUM_ENVS, num_threads=1) if backend == "mujoco" else make_backend(
         backend, NUM_ENVS, device="cpu")
     motions = MotionLibrary(clips)
-    env = HumanoidTracking(sim, motions, seed=3, state_features=amp_step_features if amp_lstm else None)
+    # the AMP + LSTM variant also draws start times by failures (adaptive_start), recorded every step
+    env = HumanoidTracking(sim, motions, TaskConfig(adaptive_start=amp_lstm), seed=3,
+                           state_features=amp_step_features if amp_lstm else None)
     amp = AMPConfig(enabled=True, history=2, disc_hidden=(8,), replay_size=16) if amp_lstm else AMPConfig()
     module = PHCModule(actor_hidden=[16], critic_hidden=[16], recurrent="both" if amp_lstm else None, lstm_hidden=8,
                        amp=amp)
