@@ -70,7 +70,7 @@ class Timed:
 
 def timed_backend(backend: PhysicsBackend) -> Timed:
     """The backend with the calls that simulate (step, set_state, state readout) timed."""
-    methods = ("step", "set_state", "set_state_from", "state", "actuator_forces", "unstable")
+    methods = ("step", "set_state", "set_state_from", "set_state_where", "state", "actuator_forces", "unstable")
     return Timed(backend, methods, backend.device)
 
 
@@ -93,7 +93,9 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
                 targets = policy.pd_targets(actions, env.ref_next_dof_pos)
         obs = env.step(targets).obs
     sync(env.device)
-    return env.num_envs * num_steps / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    env.check_physics()
+    return env.num_envs * num_steps / seconds
 
 
 def backend_steps_per_second(backend: PhysicsBackend, num_steps: int) -> float:
@@ -105,7 +107,9 @@ def backend_steps_per_second(backend: PhysicsBackend, num_steps: int) -> float:
     for _ in range(num_steps):
         backend.step(targets)
     sync(backend.device)
-    return backend.num_envs * num_steps / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    backend.check_errors()
+    return backend.num_envs * num_steps / seconds
 
 
 def physics_fraction(env: HumanoidTracking, timed: Timed, num_steps: int) -> float:
