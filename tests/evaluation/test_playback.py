@@ -85,8 +85,8 @@ def test_the_deterministic_evaluation_never_runs_the_critic_and_plays_act_steps_
 def test_an_evaluation_reads_the_device_per_chunk_and_every_few_steps_never_in_a_step(backend: str) -> None:
     """Steps of an evaluation read nothing on the host; whether the chunk still plays is read every
     STOP_CHECK_STEPS steps, and a chunk's set-up and end read a few values once."""
+    from phc_lightning.bench.host_reads import HostReads
     from phc_lightning.evaluation.playback import STOP_CHECK_STEPS, play_motions
-    from tests.host_reads import HostReads
 
     module = PHCModule(actor_hidden=[16], critic_hidden=[16]).eval()
     sim = make_backend(backend, 4, num_threads=1) if backend == "mujoco" else make_backend(backend, 4, device="cpu")

@@ -8,13 +8,13 @@ from typing import List, Tuple
 import pytest
 import torch
 
+from phc_lightning.bench.host_reads import HostReads
 from phc_lightning.learner.module import PHCModule
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.rollout.dataset import ITERATION_KEY, RolloutDataset
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
-from tests.host_reads import HostReads
 
 NUM_ENVS = 4
 HORIZON = 12

@@ -1,5 +1,8 @@
 """Counting host reads of tensors: every operation that, on a GPU, would make the host wait for the device.
 
+Used by the tests (on the CPU) and by ``scripts/gpu_check.py sync`` (beside torch's CUDA sync debug mode, which sees
+the syncs themselves but only on a GPU).
+
 On a GPU each of these stalls the host until the queued kernels ran (``item``, ``bool(t)``, ``.tolist()``, ``.cpu()``,
 ``nonzero``, a boolean-mask index, ...), or copies host data to the device with a stream sync (``torch.tensor`` /
 ``torch.as_tensor`` of Python data, a list index). The same code on the CPU runs the same Python, so counting these
@@ -22,8 +25,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch.overrides import TorchFunctionMode
 
-from tests.helpers import ROOT
-
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout (or install) holding ``phc_lightning/`` and ``callbacks/``: calls from there are counted."""
 READS = {"item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__", "nonzero", "argwhere",
          "masked_select", "unique", "unique_consecutive", "bincount"}
 """Calls whose result is a host value computed from device values."""
@@ -59,7 +62,7 @@ def classify(name: str, args: tuple, kwargs: dict) -> Optional[str]:
 
 
 def _caller() -> Tuple[str, int]:
-    """The innermost package file and line below the mode (tests excluded)."""
+    """The innermost package file and line below the mode (tests excluded), relative to :data:`ROOT`."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
