@@ -20,6 +20,15 @@ schedule       learning rate at the start of epoch ``e`` (``p = env_steps / tota
 
 With several param groups (actor and critic) every group keeps its ratio to the first group's lr. Only the policy's
 optimizer (the first) is scheduled: the AMP discriminator's (the second) keeps its own lr.
+
+One KL target: ``adaptive_kl`` steers to the module's ``target_kl`` (``model.target_kl``, which also ends an
+iteration's updates early once a minibatch exceeds it) unless the callback is given its own (e.g. to adapt without
+that early stop, ``model.target_kl`` null). Likewise ``linear`` and ``cosine`` run to the datamodule's
+``total_timesteps`` (``data.total_timesteps``) unless given their own.
+
+On a resume the base lr ``lr0`` and the current lr come back with the optimizer state, unless the config changed the
+module's lr: then that lr is the new ``lr0`` and the current lr (``PHCModule.on_load_checkpoint``). Every other
+setting of this callback is the config's, and takes effect at once (the fixed schedules are pure functions).
 """
 
 from __future__ import annotations
@@ -48,9 +57,10 @@ class LRAnnealing(pl.Callback):
         schedule: one of ``exp``, ``linear``, ``cosine``, ``constant``.
         decay_rate: per-epoch exponential decay rate of the ``exp`` schedule.
         min_factor: lower bound of lr / lr0 for ``exp`` and ``cosine``, in [0, 1].
-        total_timesteps: env steps of the whole run; required by ``linear`` and ``cosine``, which read the
-            progress from the module's ``env_steps`` buffer (a scalar long tensor).
-        target_kl: KL per minibatch that ``adaptive_kl`` steers towards.
+        total_timesteps: env steps of the whole run, for ``linear`` and ``cosine``, which read the progress from the
+            module's ``env_steps`` buffer (a scalar long tensor); null: the datamodule's ``total_timesteps``.
+        target_kl: KL per minibatch that ``adaptive_kl`` steers towards; null: the module's ``target_kl``
+            (``model.target_kl``).
         min_lr: lower bound of the adapted lr.
         max_lr: upper bound of the adapted lr.
         kl_factor: multiplicative lr step of ``adaptive_kl``.
@@ -62,34 +72,58 @@ class LRAnnealing(pl.Callback):
         decay_rate: float = 1.5e-4,
         min_factor: float = 0.2,
         total_timesteps: Optional[int] = None,
-        target_kl: float = 0.01,
+        target_kl: Optional[float] = None,
         min_lr: float = 1e-5,
         max_lr: float = 1e-2,
         kl_factor: float = 1.5,
     ) -> None:
         if schedule not in SCHEDULES:
-            raise ConfigError(f"schedule: unknown lr schedule {schedule!r}, expected one of {', '.join(SCHEDULES)}")
+            raise ConfigError(f"LRAnnealing schedule: unknown lr schedule {schedule!r}, expected one of "
+                              f"{', '.join(SCHEDULES)}")
         if decay_rate < 0:
-            raise ConfigError(f"decay_rate: must be >= 0, got {decay_rate}")
+            raise ConfigError(f"LRAnnealing decay_rate: must be >= 0, got {decay_rate}")
         if not 0.0 <= min_factor <= 1.0:
-            raise ConfigError(f"min_factor: must be in [0, 1], got {min_factor}")
-        if schedule in ("linear", "cosine") and (total_timesteps is None or total_timesteps <= 0):
+            raise ConfigError(f"LRAnnealing min_factor: must be in [0, 1], got {min_factor}")
+        if total_timesteps is not None and total_timesteps <= 0:
+            raise ConfigError(f"LRAnnealing total_timesteps: must be positive, got {total_timesteps}")
+        if not ((target_kl is None or target_kl > 0) and 0 < min_lr <= max_lr and kl_factor > 1):
             raise ConfigError(
-                f"total_timesteps: the {schedule!r} schedule needs a positive total_timesteps, got {total_timesteps}"
-            )
-        if not (target_kl > 0 and 0 < min_lr <= max_lr and kl_factor > 1):
-            raise ConfigError(
-                f"adaptive_kl: need target_kl > 0, 0 < min_lr <= max_lr and kl_factor > 1, got target_kl={target_kl}, "
-                f"min_lr={min_lr}, max_lr={max_lr}, kl_factor={kl_factor}"
+                f"LRAnnealing adaptive_kl: need target_kl > 0, 0 < min_lr <= max_lr and kl_factor > 1, got "
+                f"target_kl={target_kl}, min_lr={min_lr}, max_lr={max_lr}, kl_factor={kl_factor}"
             )
         self.schedule = schedule
-        self.target_kl = float(target_kl)
+        self.target_kl = None if target_kl is None else float(target_kl)
+        """The KL target as given (null: the module's ``target_kl``, read in :meth:`setup`)."""
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.kl_factor = float(kl_factor)
         self.decay_rate = float(decay_rate)
         self.min_factor = float(min_factor)
         self.total_timesteps = total_timesteps
+        """The run's length as given (null: the datamodule's ``total_timesteps``, read in :meth:`setup`)."""
+        self._kl_target = self.target_kl
+        self._total_timesteps = total_timesteps
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Fill in what was not given from the module (``target_kl``) and the datamodule (``total_timesteps``)."""
+        if stage != "fit":
+            return
+        if self.schedule in ("linear", "cosine") and self.total_timesteps is None:
+            hparams = getattr(trainer.datamodule, "hparams", None) or {}
+            self._total_timesteps = hparams.get("total_timesteps")
+            if not self._total_timesteps or self._total_timesteps <= 0:
+                raise ConfigError(
+                    f"LRAnnealing total_timesteps: the {self.schedule!r} schedule needs the run's length: give the "
+                    "callback a positive total_timesteps, or train with a datamodule that has one "
+                    "(data.total_timesteps)"
+                )
+        if self.schedule == "adaptive_kl" and self.target_kl is None:
+            self._kl_target = (getattr(pl_module, "hparams", None) or {}).get("target_kl")
+            if self._kl_target is None:
+                raise ConfigError(
+                    "LRAnnealing target_kl: the adaptive_kl schedule needs a KL target: set model.target_kl (which "
+                    "also ends an iteration's updates early past it) or the callback's own target_kl"
+                )
 
     def factor(self, epoch: int, env_steps: int) -> float:
         """lr / lr0 for the given epoch index and env-step count (fixed schedules)."""
@@ -97,7 +131,7 @@ class LRAnnealing(pl.Callback):
             return max(math.exp(-self.decay_rate * epoch), self.min_factor)
         if self.schedule == "constant":
             return 1.0
-        progress = env_steps / float(self.total_timesteps)
+        progress = env_steps / float(self._total_timesteps)
         if self.schedule == "linear":
             return max(1.0 - progress, 0.0)
         cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
@@ -112,9 +146,9 @@ class LRAnnealing(pl.Callback):
 
     def adapted_lr(self, lr: float, kl: float) -> float:
         """The ``adaptive_kl`` step: the next lr after a minibatch whose approx KL was ``kl``."""
-        if kl > 2.0 * self.target_kl:
+        if kl > 2.0 * self._kl_target:
             lr = lr / self.kl_factor
-        elif kl < 0.5 * self.target_kl:
+        elif kl < 0.5 * self._kl_target:
             lr = lr * self.kl_factor
         return min(max(lr, self.min_lr), self.max_lr)
 

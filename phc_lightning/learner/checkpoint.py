@@ -6,9 +6,8 @@ import inspect
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import torch
-
 from phc_lightning.core.errors import ConfigError
+from phc_lightning.learner.checkpoint_file import read_checkpoint
 from phc_lightning.learner.l2_anchor import fit_checkpoint_to_anchor
 from phc_lightning.learner.module import PHCModule
 
@@ -17,20 +16,15 @@ def load_checkpoint_module(ckpt_path: str) -> Tuple[Any, Dict[str, Any]]:
     """``(PHCModule in eval mode on the CPU, the checkpoint dict)`` from a phc-lightning checkpoint.
 
     The module is built from the checkpoint's own hyperparameters (so its action interface is the one it was
-    trained with), without its warm-start source (``init_from``), then loaded strictly.
+    trained with), without its warm-start source (``init_from`` of checkpoints written before it was kept as
+    ``warm_started_from``), then loaded strictly.
 
     Raises:
         ConfigError: missing or unreadable file, or not a PHCModule checkpoint.
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"--ckpt_path: no such checkpoint: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state, hparams = ckpt["state_dict"], dict(ckpt.get("hyper_parameters", {}))
-    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ConfigError(f"--ckpt_path: {path} is not a readable phc-lightning checkpoint ({detail})") from None
+    ckpt = read_checkpoint(str(path))
+    state, hparams = ckpt["state_dict"], dict(ckpt.get("hyper_parameters", {}))
     accepted = set(inspect.signature(PHCModule.__init__).parameters) - {"self"}
     kwargs = {k: v for k, v in hparams.items() if k in accepted}
     kwargs["init_from"] = None

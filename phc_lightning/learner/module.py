@@ -31,12 +31,13 @@ from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
 from phc_lightning.learner.hook_check import check_hooks_kept
 from phc_lightning.learner.iteration_hooks import IterationHooks
 from phc_lightning.learner.l2_anchor import L2Anchor, fit_checkpoint_to_anchor
+from phc_lightning.learner.resume import WARM_STARTED_FROM, settle_checkpoint
 from phc_lightning.learner.warm_start import load_policy_weights
 from phc_lightning.rl import distributed, ppo
 from phc_lightning.rl.networks import sample_actions
 from phc_lightning.rl.normalization import RunningNorm
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
-from phc_lightning.task.actions import ActionInterface, check_action_interface
+from phc_lightning.task.actions import ActionInterface
 from phc_lightning.task.observations import OBS_DIM
 
 Tensor = torch.Tensor
@@ -110,7 +111,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             adam_eps: Adam epsilon.
             clip_coef: PPO ratio clip epsilon.
             target_kl: skip the rest of an iteration's optimizer steps once a minibatch's approx KL exceeds this
-                (null: never).
+                (null: never); also the KL that ``LRAnnealing(schedule="adaptive_kl")`` steers to, unless given its own.
             value_clip: value-prediction clip around the rollout values (in normalized units when
                 ``normalize_value``); null for unclipped 0.5 * MSE.
             vf_coef: weight of the value loss.
@@ -125,9 +126,9 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             normalize_value: the critic predicts returns normalized by running return statistics (PHC), so the
                 value loss and ``value_clip`` mean the same at every return scale.
             obs_clip: normalized observations are clipped to +-obs_clip.
-            init_from: warm start: copy policy, critic and normalizer weights from this checkpoint (any run with
-                the same network sizes); the L2-to-init anchor is then those weights. Optimizer and counters start
-                fresh (use ``--ckpt_path`` to continue a run instead).
+            init_from: warm start: copy policy, critic and both normalizers from this checkpoint (same network
+                sizes and ``normalize_value``); the L2-to-init anchor is then those weights. Optimizer and counters
+                start fresh. Read once: checkpoints record it as ``warm_started_from``, which nothing reads again.
             recurrent: an LSTM layer in front of the ``actor``, the ``critic`` or ``both`` MLPs (each env's memory
                 is carried by the rollout and reset at its episode boundaries, see :mod:`phc_lightning.rl.recurrent`);
                 null: plain MLPs.
@@ -140,9 +141,12 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         check_hooks_kept(type(self), PHCModule)
         super().__init__()
         amp = as_amp_config(amp)
-        # Checkpoints keep plain values only (they load with weights_only=True): the AMP block as a dict.
-        self.save_hyperparameters(ignore=["amp"])
+        # Plain values only (checkpoints load with weights_only=True): AMP as a dict; the warm-start source renamed,
+        # so resuming or loading never reads that file again (it may be gone).
+        self.save_hyperparameters(ignore=["amp", "init_from"])
         self.hparams["amp"] = amp.as_dict()
+        if init_from:
+            self.hparams[WARM_STARTED_FROM] = str(init_from)
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
@@ -399,8 +403,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self._log_evaluation()
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        """Refuse a checkpoint whose action interface differs from this config's (its actions would mean other
-        PD targets), or one trained with AMP on where it is off here (or the other way round)."""
-        check_action_interface(checkpoint.get("hyper_parameters", {}), self.hparams, "--ckpt_path")
+        """Refuse another network, action interface or AMP setting; a changed lr wins (learner/resume.py)."""
         self.check_amp_checkpoint(checkpoint)
+        settle_checkpoint(checkpoint, self.hparams, str(getattr(self._trainer, "ckpt_path", None) or "CKPT"))
         fit_checkpoint_to_anchor(checkpoint["state_dict"], self.l2_anchor)

@@ -314,9 +314,12 @@ class HumanoidTracking:
         if self.eval_mode:
             return torch.zeros(ids.shape, device=self.device)
         if self.start_sampler is not None:
-            return self.start_sampler.sample(ids, generator=self.generator)
-        times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
-        if self.config.start_init_prob > 0:  # no extra draw at 0, so PHC's setting keeps its random stream
+            times = self.start_sampler.sample(ids, generator=self.generator)
+        else:
+            times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
+        # The frame-0 share applies with either sampler; the draw comes after the times (and none is made at 0), so
+        # PHC's setting and the default sampler keep their random stream.
+        if self.config.start_init_prob > 0:
             at_start = rng.rand(ids.shape, self.generator, self.device, "start_init_prob")
             times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
         return times

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import LRAnnealing
+from phc_lightning.core.errors import ConfigError
 
 LR0 = 0.1
 STEPS_PER_BATCH = 100  # env steps the module "collects" per training_step
@@ -101,7 +102,7 @@ def test_bad_configuration_raises_naming_the_field():
     with pytest.raises(ValueError, match="schedule.*exp, linear, cosine, constant"):
         LRAnnealing(schedule="step")
     with pytest.raises(ValueError, match="total_timesteps"):
-        LRAnnealing(schedule="linear")
+        LRAnnealing(schedule="linear", total_timesteps=0)
     with pytest.raises(ValueError, match="min_factor"):
         LRAnnealing(min_factor=1.5)
 
@@ -166,3 +167,38 @@ def test_adaptive_kl_ignores_the_zero_kl_of_an_iterations_first_minibatch():
     module = KLModule([0.0, 0.05, 0.0, 0.05, 0.0, 0.0])
     fit(LRAnnealing(schedule="adaptive_kl", target_kl=0.01, min_lr=1e-3, max_lr=1.0), max_epochs=2, module=module)
     assert [lrs[0] for lrs in module.lrs] == pytest.approx([LR0, LR0, LR0 / 1.5, LR0 / 1.5, LR0 / 1.5**2, LR0 / 1.5**2])
+
+
+def test_the_run_length_and_the_kl_target_come_from_the_datamodule_and_the_module_unless_given():
+    class WithHparams(KLModule):
+        def __init__(self, kls, target_kl) -> None:
+            super().__init__(kls)
+            self.save_hyperparameters({"target_kl": target_kl})
+
+    class Data(pl.LightningDataModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.save_hyperparameters({"total_timesteps": 1200})
+
+        def train_dataloader(self):
+            return TinyModule().train_dataloader()
+
+    module = TinyModule()
+    trainer = pl.Trainer(max_epochs=3, callbacks=[LRAnnealing(schedule="linear")], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=Data())
+    assert [module.seen[e][0] for e in range(3)] == pytest.approx([LR0 * (1 - e * 300 / 1200) for e in range(3)])
+    # neither the callback nor a datamodule knows the run's length: one line naming the key
+    with pytest.raises(ConfigError, match="LRAnnealing total_timesteps: .*data.total_timesteps"):
+        fit(LRAnnealing(schedule="linear"), max_epochs=1)
+
+    # adaptive_kl aims at the module's target_kl (0.01 here: 0.05 is above twice it, 0.001 below half)
+    module = WithHparams([0.05, 0.05, 0.001], target_kl=0.01)
+    fit(LRAnnealing(schedule="adaptive_kl", min_lr=1e-3, max_lr=1.0), max_epochs=1, module=module)
+    assert [lrs[0] for lrs in module.lrs] == pytest.approx([LR0, LR0 / 1.5, LR0 / 1.5**2])
+    # its own target wins (0.05 is inside the band of 0.04)
+    module = WithHparams([0.05, 0.05, 0.001], target_kl=0.01)
+    fit(LRAnnealing(schedule="adaptive_kl", target_kl=0.04, min_lr=1e-3, max_lr=1.0), max_epochs=1, module=module)
+    assert [lrs[0] for lrs in module.lrs] == pytest.approx([LR0, LR0, LR0])
+    with pytest.raises(ConfigError, match="LRAnnealing target_kl: .*model.target_kl"):
+        fit(LRAnnealing(schedule="adaptive_kl"), max_epochs=1, module=KLModule([0.05] * 3))

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import CMU_PKL as CMU
 from tests.helpers import SMOKE, phc
@@ -101,15 +102,27 @@ def test_motions_info_on_bundled_file(tmp_path: Path) -> None:
         (("fit", "--config", SMOKE, "--optimizer", "Adam"), "--optimizer"),
         (("test", "--config", SMOKE), "test"),
         (("fit", "--config", SMOKE, "--ckpt_path", "last"), "last.ckpt"),
+        # a ConfigError in a callback's __init__, while LightningCLI builds it
+        (("fit", "--config", SMOKE, "--trainer.callbacks+=callbacks.LRAnnealing", "--trainer.callbacks.schedule",
+          "step"), "LRAnnealing schedule"),
+        (("fit", "--config", SMOKE, "--trainer.callbacks+=callbacks.MotionResampling",
+          "--trainer.callbacks.every_n_epochs", "0"), "every_n_epochs"),
+        (("validate", "--config", SMOKE, "--ckpt_path", "corrupt.ckpt"), "corrupt.ckpt"),
+        (("fit", "--config", SMOKE, "--ckpt_path", "corrupt.ckpt"), "corrupt.ckpt"),
+        (("validate", "--config", SMOKE, "--ckpt_path", "foreign.ckpt"), "foreign.ckpt"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(tmp_path: Path, args: tuple, needle: str) -> None:
     (tmp_path / "motions.txt").write_text("not a motion file")
+    (tmp_path / "corrupt.ckpt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}},
+               tmp_path / "foreign.ckpt")  # another model's Lightning checkpoint
     out = phc(*args, cwd=tmp_path)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     error_lines = [line for line in out.stderr.splitlines() if line.startswith("phc: error:")]
     assert len(error_lines) == 1 and needle in error_lines[0], out.stderr[-2000:]
+    assert not (tmp_path / "runs").exists() or args[0] != "validate"  # no run directory for a file it cannot read
 
 
 @pytest.mark.slow

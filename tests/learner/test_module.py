@@ -327,6 +327,29 @@ def test_checkpoint_with_another_action_interface_is_refused(tmp_path):
     torch.testing.assert_close(warm.policy.actor[0].weight, module.policy.actor[0].weight)
 
 
+def test_warm_start_copies_the_value_normalizer_and_refuses_another_normalize_value(tmp_path):
+    module = tiny_module(normalize_value=True)
+    trainer = make_trainer()
+    trainer.fit(module, DataLoader(make_minibatches(module), batch_size=None))
+    assert int(module.value_norm.count) > 0  # the returns of one iteration
+    path = tmp_path / "normalized.ckpt"
+    trainer.save_checkpoint(path)
+    warm = tiny_module(normalize_value=True, init_from=str(path))
+    for key in ("value_norm.mean", "value_norm.var", "value_norm.count", "obs_norm.mean", "policy.critic.0.weight"):
+        torch.testing.assert_close(warm.state_dict()[key], module.state_dict()[key], rtol=0, atol=0)
+    obs = torch.randn(5, OBS_DIM)
+    torch.testing.assert_close(warm.get_value(obs), module.get_value(obs))  # the critic reads in the same units
+    assert warm.hparams["warm_started_from"] == str(path) and "init_from" not in warm.hparams
+    with pytest.raises(ConfigError, match="model.init_from: .*model.normalize_value=True, .*model.normalize_value="):
+        tiny_module(normalize_value=False, init_from=str(path))
+    plain_trainer = make_trainer()
+    plain = tiny_module()
+    plain_trainer.fit(plain, DataLoader(make_minibatches(plain), batch_size=None))
+    plain_trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    with pytest.raises(ConfigError, match="model.init_from: .*model.normalize_value=False"):
+        tiny_module(normalize_value=True, init_from=str(tmp_path / "plain.ckpt"))
+
+
 def test_training_without_a_rollout_summary_fails_loudly():
     module = tiny_module()
     batches = make_minibatches(module)

@@ -93,3 +93,27 @@ def test_env_counts_training_failures_by_bin_and_keeps_them_in_its_state(motions
     assert torch.equal(env.start_sampler.failures, before)
     env.close()
     other.close()
+
+
+def test_start_init_prob_applies_with_the_adaptive_sampler_too(motions):
+    # every training reset at frame 0, the first one and those after failures alike
+    config = TaskConfig(adaptive_start=True, start_init_prob=1.0, termination_distance=0.01)
+    env = HumanoidTracking(MujocoCPUBackend(NUM_ENVS, num_threads=1), motions, config, seed=0)
+    env.reset()
+    assert (env.motion_start_times == 0).all()
+    resets = 0
+    for _ in range(6):  # a 1 cm termination distance: envs fail and are reset within a few steps
+        result = env.step(env.ref_next_dof_pos.clone())
+        resets += int(result.terminated.sum())
+        assert (env.motion_start_times == 0).all()
+    assert resets > 0
+    env.close()
+    # a share of 0.5 starts about half the resets at 0 and the others where the sampler draws them
+    half = HumanoidTracking(MujocoCPUBackend(NUM_ENVS, num_threads=1), motions,
+                            TaskConfig(adaptive_start=True, start_init_prob=0.5), seed=3)
+    starts = []
+    for _ in range(50):
+        half.reset()
+        starts.append(half.motion_start_times.clone())
+    assert 0.35 < (torch.cat(starts) == 0).float().mean() < 0.65
+    half.close()
