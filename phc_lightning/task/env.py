@@ -327,7 +327,7 @@ class HumanoidTracking:
     def _reset_where(self, done: Tensor) -> None:
         """:meth:`_reset_envs` of the envs where ``done (N,)`` is set, in fixed shapes (no host read, whatever the
         number of finished envs): start times are drawn for every env and kept where ``done``, so the env's
-        generator advances by N draws (2N with ``start_init_prob``) per step rather than by the finished envs'."""
+        generator advances by draws for all N envs per step, not for the finished ones only (as on the CPU)."""
         times = self._start_times(self.motion_ids)
         self.motion_start_times.copy_(torch.where(done, times, self.motion_start_times))
         self.motion_times.copy_(torch.where(done, times, self.motion_times))
