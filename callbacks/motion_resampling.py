@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 import lightning as L
 import torch
 
+from phc_lightning.core import rng
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.core.seeding import derive_seed
 from phc_lightning.motion.sampler import MotionSampler
@@ -50,15 +51,20 @@ class MotionResampling(L.Callback):
         self.decay = decay
         self.uniform_mix = uniform_mix
         self.seed = seed
-        self.generator: Optional[torch.Generator] = None  # seeded in setup, once the run seed is set
+        self.generator: Optional[torch.Generator] = None  # seeded in setup, once the run seed and device are known
         self.sampler: Optional[MotionSampler] = None
         self._pending: Optional[Dict[str, Any]] = None
+        self._pending_rng: Optional[torch.Tensor] = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Size the sampler to the loaded motions; seed the draws."""
-        if self.generator is None:
-            self.generator = torch.Generator().manual_seed(derive_seed(self.seed, "motion_resampling"))
+        """Size the sampler to the loaded motions; seed the draws, on the motion library's device (where they run)."""
         motions = trainer.datamodule.motions
+        if self.generator is None or rng.canonical_device(self.generator.device) != rng.canonical_device(
+                motions.device):
+            self.generator = rng.new_generator(derive_seed(self.seed, "motion_resampling"), motions.device)
+        if self._pending_rng is not None:
+            self.generator.set_state(self._pending_rng)
+            self._pending_rng = None
         if self.sampler is None or len(self.sampler.failure_counts) != motions.num_motions:
             self.sampler = MotionSampler(motions.num_motions, mode=self.mode, decay=self.decay,
                                          uniform_mix=self.uniform_mix)
@@ -100,9 +106,11 @@ class MotionResampling(L.Callback):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restore on resume; applied once the motions are loaded."""
         self._pending = dict(state_dict)
-        if "generator" in self._pending:
-            self.generator = torch.Generator()
-            self.generator.set_state(self._pending["generator"])
+        saved_rng = self._pending.pop("generator", None)
+        if saved_rng is not None and self.generator is not None:  # Lightning restores callbacks after setup
+            self.generator.set_state(saved_rng)
+        else:
+            self._pending_rng = saved_rng
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Resumed runs sample with the restored weights from the first iteration on."""

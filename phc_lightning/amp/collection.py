@@ -29,6 +29,7 @@ import torch
 from phc_lightning.amp.config import AMPConfig
 from phc_lightning.amp.observations import AMP_OBS_STEP_DIM, amp_obs_dim, demo_amp_obs, sample_demo_amp_obs
 from phc_lightning.amp.replay import ReplayBuffer
+from phc_lightning.core import rng
 from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking, StepResult
@@ -74,7 +75,7 @@ class AMPCollector:
         self.obs_dim = amp_obs_dim(self.history)
         self.batch_rows = min(config.disc_batch_size or num_minibatch_rows, num_minibatch_rows)
         self.device = motions.device
-        self.demo_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.demo_generator = rng.new_generator(seed, self.device)
         self.replay = ReplayBuffer(config.replay_size, self.obs_dim, config.replay_keep_prob, self.device, seed + 1)
         self.frames: Optional[Tensor] = None  # (N, history, 196) agent history, newest first
         self.obs: Optional[Tensor] = None  # (T, N, history * 196) this iteration's agent samples
@@ -104,9 +105,12 @@ class AMPCollector:
             features = result.info[STEP_FEATURES_KEY]
             self.frames = torch.cat([features.unsqueeze(1), self.frames[:, :-1]], dim=1)
             self.obs[t] = self.frames.flatten(1)
-            done = result.info["done_env_ids"]
-            if done.numel():  # a shape the env already knows: no device sync
-                self.frames[done] = self._reference_frames(env, done)
+            done_ids = result.info.get("done_env_ids")
+            if done_ids is None:  # fixed shapes: every env's reference history, kept where the env was reset
+                reference = self._reference_frames(env, torch.arange(env.num_envs, device=env.device))
+                self.frames = torch.where(result.info["done"][:, None, None], reference, self.frames)
+            elif done_ids.numel():  # the backend read the mask on the host already: the reset envs' rows only
+                self.frames[done_ids] = self._reference_frames(env, done_ids)
 
     def _reference_frames(self, env: HumanoidTracking, env_ids: Tensor) -> Tensor:
         ids, times = env.motion_ids[env_ids], env.motion_times[env_ids]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import torch
 
 from phc_lightning.core import skeleton
+from phc_lightning.core.indices import index_tensor
 from phc_lightning.core.rotations import heading_angle, quat_from_euler_xyz, quat_mul, quat_to_tan_norm
 from phc_lightning.sim.base import SimState
 
@@ -59,6 +60,8 @@ def amp_step_features(state: SimState) -> Tensor:
         ``(N, 196)`` float32.
     """
     n = state.body_pos.shape[0]
+    device = state.body_pos.device
+    key_bodies, amp_dofs = index_tensor(KEY_BODIES, device), index_tensor(AMP_DOFS, device)  # no copy per step
     root_rot = state.body_rot[:, 0]
     yaw = heading_angle(root_rot)
     half = 0.5 * yaw
@@ -66,12 +69,12 @@ def amp_step_features(state: SimState) -> Tensor:
     heading_inv = torch.stack([zero, zero, -torch.sin(half), torch.cos(half)], dim=-1)
     cos_h, sin_h = torch.cos(yaw).unsqueeze(-1), torch.sin(yaw).unsqueeze(-1)
 
-    key_pos = state.body_pos[:, list(KEY_BODIES)] - state.body_pos[:, :1]
+    key_pos = state.body_pos[:, key_bodies] - state.body_pos[:, :1]
     vectors = torch.cat([state.body_vel[:, :1], state.body_angvel[:, :1], key_pos], dim=1)  # (N, 2 + K, 3)
     x, y = vectors[..., 0], vectors[..., 1]
     local = torch.stack([cos_h * x + sin_h * y, cos_h * y - sin_h * x, vectors[..., 2]], dim=-1)
 
-    hinges = state.dof_pos[:, list(AMP_DOFS)].reshape(n, len(AMP_JOINTS), 3)
+    hinges = state.dof_pos[:, amp_dofs].reshape(n, len(AMP_JOINTS), 3)
     # 6D of the joint rotation, not the raw angles: both hinge branches of one rotation give the same features
     joint_rot = quat_to_tan_norm(quat_from_euler_xyz(hinges)).reshape(n, -1)
     return torch.cat(
@@ -81,7 +84,7 @@ def amp_step_features(state: SimState) -> Tensor:
             local[:, 0],
             local[:, 1],
             joint_rot,
-            state.dof_vel[:, list(AMP_DOFS)],
+            state.dof_vel[:, amp_dofs],
             local[:, 2:].reshape(n, -1),
         ],
         dim=-1,

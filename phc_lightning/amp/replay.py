@@ -7,6 +7,8 @@ from typing import Any, Dict
 
 import torch
 
+from phc_lightning.core import rng
+
 Tensor = torch.Tensor
 
 
@@ -27,7 +29,7 @@ class ReplayBuffer:
         self.dim = int(dim)
         self.keep_prob = float(keep_prob)
         self.device = torch.device(device)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.generator = rng.new_generator(seed, self.device)
         self.data = torch.zeros(0, self.dim, device=self.device)
         self.size = 0  # rows filled
         self.head = 0  # next row to write (== size until the buffer is full)
@@ -39,10 +41,10 @@ class ReplayBuffer:
     def select(self, rows: Tensor) -> Tensor:
         """The rows of ``rows [B, dim]`` that :meth:`add` would store (each kept with ``keep_prob``; a random subset
         when more than ``capacity``), drawn now from the buffer's generator, stored only by :meth:`insert`."""
-        keep = torch.rand(rows.shape[0], generator=self.generator, device=self.device) < self.keep_prob
+        keep = rng.rand((rows.shape[0],), self.generator, self.device, "ReplayBuffer.select") < self.keep_prob
         kept = rows[keep.to(rows.device)].to(self.device)
         if kept.shape[0] > self.capacity:  # more than fit: a random subset
-            pick = torch.randperm(kept.shape[0], generator=self.generator, device=self.device)[: self.capacity]
+            pick = rng.randperm(kept.shape[0], self.generator, self.device, "ReplayBuffer.select")[: self.capacity]
             kept = kept[pick]
         return kept
 
@@ -62,7 +64,7 @@ class ReplayBuffer:
         """``num`` rows drawn uniformly with replacement ``[num, dim]``; no rows while the buffer is empty."""
         if self.size == 0:
             return self.data.new_zeros(0, self.dim)
-        idx = torch.randint(0, self.size, (num,), generator=self.generator, device=self.device)
+        idx = rng.randint(self.size, (num,), self.generator, self.device, "ReplayBuffer.sample")
         return self.data[idx]
 
     def _grow(self, rows: int) -> None:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from phc_lightning.bench.raw_physics import raw_physics_steps_per_second
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.motion import BUNDLED_MOTIONS
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.sim.base import PhysicsBackend
@@ -70,14 +70,14 @@ class Timed:
 
 def timed_backend(backend: PhysicsBackend) -> Timed:
     """The backend with the calls that simulate (step, set_state, state readout) timed."""
-    methods = ("step", "set_state", "set_state_from", "state", "actuator_forces", "unstable")
+    methods = ("step", "set_state", "set_state_from", "set_state_where", "state", "actuator_forces", "unstable")
     return Timed(backend, methods, backend.device)
 
 
 def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional[torch.nn.Module] = None) -> float:
     """Env-steps/s of ``env.step`` with residual PD targets under PHC's action scale and exploration noise (or
     ``policy``'s actions under its own action interface, forward pass included)."""
-    gen = torch.Generator(device=env.device).manual_seed(0)
+    gen = rng.new_generator(0, env.device)
     interface = ActionInterface(residual=True)
     obs = env.reset()
     state = None if policy is None else torch.zeros(env.num_envs, policy.recurrent_state_size, device=env.device)
@@ -85,7 +85,7 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
     start = time.perf_counter()
     for _ in range(num_steps):
         if policy is None:
-            noise = torch.randn(env.num_envs, interface.num_actions, generator=gen, device=env.device)
+            noise = rng.randn((env.num_envs, interface.num_actions), gen, env.device, "bench noise")
             targets = interface.pd_targets(noise * BENCH_ACTION_STD, env.ref_next_dof_pos)
         else:
             with torch.no_grad():
@@ -93,7 +93,9 @@ def env_steps_per_second(env: HumanoidTracking, num_steps: int, policy: Optional
                 targets = policy.pd_targets(actions, env.ref_next_dof_pos)
         obs = env.step(targets).obs
     sync(env.device)
-    return env.num_envs * num_steps / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    env.check_physics()
+    return env.num_envs * num_steps / seconds
 
 
 def backend_steps_per_second(backend: PhysicsBackend, num_steps: int) -> float:
@@ -105,7 +107,9 @@ def backend_steps_per_second(backend: PhysicsBackend, num_steps: int) -> float:
     for _ in range(num_steps):
         backend.step(targets)
     sync(backend.device)
-    return backend.num_envs * num_steps / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    backend.check_errors()
+    return backend.num_envs * num_steps / seconds
 
 
 def physics_fraction(env: HumanoidTracking, timed: Timed, num_steps: int) -> float:

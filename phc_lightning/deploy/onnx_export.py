@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.checkpoint import load_checkpoint_module
 from phc_lightning.rl.networks import set_mlp_dtype
@@ -141,12 +141,12 @@ def check_onnx(path: Path, policy: DeployedPolicy, inputs: List[Tensor]) -> floa
 def _random_inputs(policy: DeployedPolicy, rows: int, seed: int) -> List[Tensor]:
     """Observations spread around the normalizer's statistics (some beyond its clip), reference angles and LSTM
     states, as the policy takes them."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = rng.new_generator(seed, "cpu")
     norm = policy.module.obs_norm
     std = torch.sqrt(norm.var + norm.eps)
-    obs = norm.mean + std * 3.0 * torch.randn(rows, norm.dim, generator=generator)
-    ref = (torch.rand(rows, skeleton.NUM_DOFS, generator=generator) * 2 - 1) * math.pi
-    state = torch.randn(rows, policy.state_size, generator=generator) * 0.5
+    obs = norm.mean + std * 3.0 * rng.randn((rows, norm.dim), generator, "cpu", "export check")
+    ref = (rng.rand((rows, skeleton.NUM_DOFS), generator, "cpu", "export check") * 2 - 1) * math.pi
+    state = rng.randn((rows, policy.state_size), generator, "cpu", "export check") * 0.5
     inputs = {"obs": obs.float(), "ref_dof_pos": ref.float(), "state": state.float()}
     return [inputs[name] for name in policy.input_names]
 

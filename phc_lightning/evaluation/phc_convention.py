@@ -70,7 +70,8 @@ class PHCChunk:
         self.num_steps = num_steps.long()
         self.real = real.bool().to(self.num_steps.device)
         self.failed = torch.zeros_like(self.real)
-        self.running = bool(self.real.any())
+        # A 0-dim bool on the envs' device: the bookkeeping of a step never waits for the device.
+        self.running = self.real.any()
 
     def record(self, step: int, terminated: Tensor) -> Tensor:
         """Fold in step ``step``'s terminations ``[N]`` bool; return ``[N]`` bool: envs whose frame of this step
@@ -78,9 +79,11 @@ class PHCChunk:
         counted = self.real & (step < self.num_steps - 1) & self.running
         self.failed |= self.real & terminated.to(self.real.device).bool() & (step <= self.num_steps - 1)
         alive = self.real & ~self.failed
-        self.running = self.running and bool(alive.any()) and step + 1 < int(self.num_steps[alive].max())
+        longest_alive = torch.where(alive, self.num_steps, torch.zeros_like(self.num_steps)).max()  # 0: none alive
+        self.running = self.running & (step + 1 < longest_alive)
         return counted
 
-    def wants_frames(self, step: int) -> bool:
-        """Whether step ``step`` still has a frame that PHC would count (the chunk plays and an env has frames left)."""
-        return self.running and bool((self.real & (step < self.num_steps - 1)).any())
+    def wants_frames(self, step: int) -> Tensor:
+        """Whether step ``step`` still has a frame that PHC would count (the chunk plays and an env has frames left),
+        a 0-dim bool tensor."""
+        return self.running & (self.real & (step < self.num_steps - 1)).any()

@@ -18,6 +18,10 @@ from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.task.env import HumanoidTracking
 
 Tensor = torch.Tensor
+# Steps between two host reads of whether a chunk still plays (a read every step would make the host wait for the
+# device every step). The steps played after the chunk is over change nothing: no env is active, and PHC's
+# bookkeeping sees no termination and counts no frame.
+STOP_CHECK_STEPS = 8
 
 
 @torch.no_grad()
@@ -60,6 +64,7 @@ def play_motions(
     device = next(module.parameters()).device
     # the actor's memory only (the critic never runs here); every motion starts with a blank one
     state = torch.zeros(n, module.actor_state_size, device=device)
+    playing = torch.ones((), dtype=torch.bool, device=env.device)  # whether the chunk is not over (on the device)
     for step in range(max_steps):
         if zero_actions:
             actions = torch.zeros(n, module.action_dim, device=device)
@@ -71,7 +76,7 @@ def play_motions(
         # finished envs were auto-reset: their later frames do not count
         frame = errors.add(result.info["body_pos"], result.info["ref_body_pos"], active)
         # PHC has no unstable envs; one our backend had to rescue is a failure there too
-        phc_errors.add_errors(frame, phc.record(step, result.terminated | result.info["unstable"]))
+        phc_errors.add_errors(frame, phc.record(step, (result.terminated | result.info["unstable"]) & playing))
         lengths += active.long()
         finished = active & (result.terminated | result.truncated)
         # A motion succeeds only if it ran out by reaching its end, not by failing or by a physics reset.
@@ -79,8 +84,10 @@ def play_motions(
         success |= finished & reached_end
         active &= ~finished
         obs = result.obs
-        if not bool(active.any()) and not phc.wants_frames(step + 1):
+        playing = active.any() | phc.wants_frames(step + 1)
+        if (step + 1) % STOP_CHECK_STEPS == 0 and not bool(playing):
             break
+    env.check_physics()
     out = {"motion_ids": motion_ids, "lengths": lengths[:num], "success": success[:num]}
     for name in ERROR_NAMES:
         out[f"sums/{name}"] = errors.sums[name][:num]

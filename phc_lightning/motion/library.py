@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.core.rotations import slerp, wrap_angle
 from phc_lightning.motion.formats import load_motion_file
@@ -262,7 +262,7 @@ class MotionLibrary:
 
         ``generator`` must live on the library's device.
         """
-        return torch.multinomial(self.sampling_weights, n, replacement=True, generator=generator)
+        return rng.multinomial(self.sampling_weights, n, generator, "MotionLibrary.sample_motions")
 
     def sample_resident_motions(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Draw ``n`` ids ``[n]`` of resident motions (AMP demos), with probability ∝ :attr:`sampling_weights`
@@ -272,12 +272,13 @@ class MotionLibrary:
             return self.sample_motions(n, generator)
         if self.resident_ids.numel() == 0:
             raise ValueError("MotionLibrary.sample_resident_motions: no motion is resident yet (make_resident)")
-        return self.resident_ids[torch.multinomial(self._resident_weights, n, replacement=True, generator=generator)]
+        picks = rng.multinomial(self._resident_weights, n, generator, "MotionLibrary.sample_resident_motions")
+        return self.resident_ids[picks]
 
     def sample_times(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Uniform start times ``[n]`` in ``[0, length)`` seconds of each given motion."""
         ids = motion_ids.to(self.device, torch.long)
-        u = torch.rand(ids.shape, generator=generator, device=self.device)
+        u = rng.rand(ids.shape, generator, self.device, "MotionLibrary.sample_times")
         return u * self.lengths[ids]
 
     def get_state(self, motion_ids: Tensor, times: Tensor) -> SimState:

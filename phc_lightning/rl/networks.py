@@ -13,6 +13,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from phc_lightning.core import rng
+
 Tensor = torch.Tensor
 
 
@@ -171,5 +173,5 @@ def sample_actions(
     """The Gaussian mean, or a sample drawn from ``generator`` (None: the global RNG)."""
     if deterministic:
         return dist.mean
-    noise = torch.randn(dist.mean.shape, generator=generator, device=dist.mean.device, dtype=dist.mean.dtype)
+    noise = rng.randn(dist.mean.shape, generator, dist.mean.device, "action noise", dtype=dist.mean.dtype)
     return dist.mean + dist.stddev * noise

@@ -16,6 +16,7 @@ from typing import Dict, Iterator
 
 import torch
 
+from phc_lightning.core import rng
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY
 
@@ -57,7 +58,7 @@ def segment_minibatches(
         bptt_horizon: segment length ``L``.
         num_minibatches: minibatches per pass; must divide the ``T / L * N`` segments.
         update_epochs: passes.
-        generator: the shuffling RNG (CPU).
+        generator: the shuffling RNG, on the device of ``segment_states``.
     """
     num_segments = segment_states.shape[0] * segment_states.shape[1]
     if num_segments % num_minibatches:
@@ -70,7 +71,7 @@ def segment_minibatches(
     states = segment_states.reshape(num_segments, segment_states.shape[-1])
     per_batch = num_segments // num_minibatches
     for _ in range(update_epochs):
-        perm = torch.randperm(num_segments, generator=generator).to(states.device)
+        perm = rng.randperm(num_segments, generator, states.device, "segment shuffle")
         for i in range(num_minibatches):
             ids = perm[i * per_batch : (i + 1) * per_batch]
             minibatch = {key: value[:, ids].flatten(0, 1) for key, value in segments.items()}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional, Protocol, Tuple
 
 import torch
 from torch.utils.data import IterableDataset
 
+from phc_lightning.core import rng
 from phc_lightning.rl.ppo import compute_gae
 from phc_lightning.rl.segments import segment_minibatches
 from phc_lightning.rollout.stats import DeviceStats, EpochStats
@@ -189,7 +190,8 @@ class RolloutDataset(IterableDataset):
         self.world_size = world_size
         self.bptt_horizon = bptt_horizon
         self.amp = amp
-        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        # Minibatch order is drawn where the buffer lives (the env's device): no index copy to the device per pass.
+        self.generator = rng.new_generator(seed, env.device)
         # Action noise has its own stream (created on the policy's device), so a resume does not depend on the
         # global RNG, which any library may draw from.
         self._action_seed = seed + 1
@@ -256,14 +258,14 @@ class RolloutDataset(IterableDataset):
         batch_size = flat["values"].numel()
         mb_size = batch_size // self.num_minibatches
         for _ in range(self.update_epochs):
-            perm = torch.randperm(batch_size, generator=self.generator).to(flat["values"].device)
+            perm = rng.randperm(batch_size, self.generator, flat["values"].device, "minibatch shuffle")
             for i in range(self.num_minibatches):
                 mb_inds = perm[i * mb_size : (i + 1) * mb_size]
                 yield {k: v[mb_inds] for k, v in flat.items()}
 
     def _actions_rng(self, device: torch.device) -> torch.Generator:
         if self.action_generator is None or self.action_generator.device != device:
-            self.action_generator = torch.Generator(device=device).manual_seed(self._action_seed)
+            self.action_generator = rng.new_generator(self._action_seed, device)
             if self._action_rng_state is not None:
                 self.action_generator.set_state(self._action_rng_state)
                 self._action_rng_state = None
@@ -300,8 +302,10 @@ class RolloutDataset(IterableDataset):
     def collect(self, module: RolloutPolicy) -> RolloutBuffer:
         """Step every env ``horizon`` times with stochastic actions from ``module`` (no grad, eval mode).
 
-        Nothing in the loop reads a tensor's value on the host: on a GPU every such read would wait for the step's
-        kernels, so the statistics are accumulated where the env lives and read once at the end.
+        Nothing in the loop, the env's steps and resets included, reads a tensor's value on the host: on a GPU every
+        such read would wait for the step's kernels. Every shape is fixed, the statistics are accumulated where the
+        env lives, and the few reads of an iteration (statistics, which envs' motions ended, the physics' deferred
+        errors) come after the loop.
         """
         env = self.env
         if self.next_obs is None:
@@ -311,11 +315,15 @@ class RolloutDataset(IterableDataset):
             state = torch.zeros(env.num_envs, module.recurrent_state_size, device=module.device)
         state = state.to(module.device)
         segment_states = []
-        rng = self._actions_rng(module.device)
-        buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, self.next_obs.device)
-        stats = DeviceStats(self.next_obs.device)
-        # (t, finished envs, which truncated, final obs, recurrent state after the final step)
-        finals: List[Tuple[int, Tensor, Tensor, Tensor, Tensor]] = []
+        noise_rng = self._actions_rng(module.device)
+        device = self.next_obs.device
+        buf = RolloutBuffer.empty(self.horizon, env.num_envs, env.obs_dim, module.action_dim, device)
+        stats = DeviceStats(device)
+        # Every step's final observations and recurrent states, for the envs whose motion ends: kept whole (fixed
+        # shapes), the truncated rows are picked after the loop. `ended`: truncated, not by the backend's rescue.
+        final_obs = torch.zeros_like(buf.obs)
+        final_states = torch.zeros(self.horizon, env.num_envs, module.recurrent_state_size, device=state.device)
+        ended = torch.zeros_like(buf.truncated)
         was_training = module.training
         module.eval()
         if self.amp is not None:
@@ -326,7 +334,7 @@ class RolloutDataset(IterableDataset):
                 segment_states.append(state)
             # The env may live on another device than the policy (MuJoCo on CPU, networks on a GPU); the buffer
             # stays with the env and Lightning moves each minibatch to the module.
-            actions, logprobs, values, next_state = module.act_step(obs.to(module.device), state, generator=rng)
+            actions, logprobs, values, next_state = module.act_step(obs.to(module.device), state, generator=noise_rng)
             actions, logprobs, values = (x.to(obs.device) for x in (actions, logprobs, values))
             # PD targets where the env lives: the actions are moved there anyway, the reference already is.
             result = env.step(module.pd_targets(actions, env.ref_next_dof_pos))
@@ -343,10 +351,9 @@ class RolloutDataset(IterableDataset):
             # the last sane one.
             unstable = result.info["unstable"].to(obs.device)
             buf.next_values[t] = torch.where(unstable, values, buf.next_values[t])
-            done_ids = result.info["done_env_ids"].to(obs.device)
-            if done_ids.numel():  # a shape the env already knows: no device sync
-                ended = (result.truncated & ~result.terminated & ~unstable)[done_ids]
-                finals.append((t, done_ids, ended, result.final_obs[done_ids], next_state[done_ids.to(state.device)]))
+            final_obs[t] = result.final_obs
+            final_states[t] = next_state
+            ended[t] = buf.truncated[t] & ~unstable
             stats.add(result, unstable)
             if self.amp is not None:
                 self.amp.record(t, result, env)
@@ -356,7 +363,8 @@ class RolloutDataset(IterableDataset):
             state = next_state.masked_fill(ended_envs.unsqueeze(-1), 0.0)
         self.policy_state = state
         buf.segment_states = torch.stack(segment_states).to(self.next_obs.device)
-        self._bootstrap_truncations(module, buf, finals)
+        env.check_physics()  # before anything trains on the iteration
+        self._bootstrap_truncations(module, buf, ended, final_obs, final_states)
         # Non-final steps bootstrap from the value the policy computed at t+1; the last from the current obs.
         done = buf.terminated | buf.truncated
         last_value = module.get_value(self.next_obs.to(module.device), state).to(self.next_obs.device)
@@ -369,23 +377,20 @@ class RolloutDataset(IterableDataset):
 
     @staticmethod
     def _bootstrap_truncations(
-        module: RolloutPolicy, buf: RolloutBuffer, finals: List[Tuple[int, Tensor, Tensor, Tensor, Tensor]]
+        module: RolloutPolicy, buf: RolloutBuffer, ended: Tensor, final_obs: Tensor, final_states: Tensor
     ) -> None:
-        """``next_values[t]`` = V(final observation) of the envs whose motion ended at step ``t``.
+        """``next_values[t]`` = V(final observation) of the envs whose motion ended at step ``t`` (``ended (T, N)``;
+        ``final_obs (T, N, D)``, ``final_states (T, N, S)`` the recurrent memory after the final step).
 
-        Which of a step's finished envs were truncated is read once for the whole iteration (one host copy), and
-        the critic then sees exactly the rows, in the order, of a per-step ``final_obs[truncated]`` pass, so the
-        values are bit for bit those of evaluating every step as it happens.
+        Two host reads for the whole iteration (where and how many per step); the critic then sees exactly the rows,
+        in the order, of a per-step ``final_obs[truncated]`` pass, so the values are bit for bit those of evaluating
+        every step as it happens, and the indices never leave the device.
         """
-        if not finals:
-            return
-        truncated = torch.cat([ended for _, _, ended, _, _ in finals]).cpu()
-        start = 0
-        for t, done_ids, ended, final_obs, final_state in finals:
-            rows = truncated[start : start + ended.numel()].nonzero().flatten()
-            start += ended.numel()
-            if rows.numel():
-                state = final_state[rows.to(final_state.device)]  # the memory of the episode that ended
-                rows = rows.to(final_obs.device)
-                values = module.get_value(final_obs[rows].to(module.device), state)
-                buf.next_values[t, done_ids[rows]] = values.to(buf.next_values.device)
+        flat = ended.flatten().nonzero().squeeze(-1)  # (t * N + env) of every truncation
+        per_step = ended.sum(dim=1).tolist()
+        obs_rows, state_rows = final_obs.flatten(0, 1), final_states.flatten(0, 1)
+        for rows, count in zip(flat.split(per_step), per_step):
+            if count:
+                state = state_rows[rows.to(state_rows.device)]  # the memory of the episode that ended
+                values = module.get_value(obs_rows[rows].to(module.device), state)
+                buf.next_values.view(-1)[rows] = values.to(buf.next_values.device)

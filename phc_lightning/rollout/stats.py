@@ -41,15 +41,17 @@ class EpochStats:
 
 
 class DeviceStats:
-    """:class:`EpochStats` of one collection, accumulated on the env's device and read with one host copy.
+    """:class:`EpochStats` of one collection, accumulated on the env's device and read after it with two host reads.
 
     The values equal what per-step ``float()`` / ``.tolist()`` reads would give: term means are summed in float64
-    in step order, episode returns and lengths are kept as tensors and summed on the host in the same order.
+    in step order, and the returns and lengths of the episodes that ended are listed in step order, then env order.
+    Every step keeps all envs' returns, lengths and which ended (fixed shapes); the ended ones are picked after.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.counts = torch.zeros(3, dtype=torch.long, device=device)  # unstable, terminated, truncated
         self.term_sums: Dict[str, Tensor] = {}
+        self.done: List[Tensor] = []
         self.returns: List[Tensor] = []
         self.lengths: List[Tensor] = []
 
@@ -60,19 +62,25 @@ class DeviceStats:
                 name = key[len("rewards/") :]
                 mean = val.mean().double()
                 self.term_sums[name] = self.term_sums[name] + mean if name in self.term_sums else mean
-        if "episode_return" in result.info and result.info["episode_return"].numel():  # a shape: no sync
+        if "done" in result.info:
+            self.done.append(result.info["done"])
             self.returns.append(result.info["episode_return"])
             self.lengths.append(result.info["episode_length"])
         truncated = result.truncated & ~result.terminated
         self.counts += torch.stack([unstable.sum(), result.terminated.sum(), truncated.sum()])
 
     def read(self, horizon: int, num_envs: int) -> EpochStats:
-        """Everything in one device-to-host copy; reward terms averaged over the ``horizon`` steps."""
+        """The ended episodes' rows (one host read), then everything in one device-to-host copy; reward terms
+        averaged over the ``horizon`` steps."""
         names = list(self.term_sums)
         parts = [self.counts.double()] + [self.term_sums[name].reshape(1) for name in names]
-        parts += [torch.cat(self.returns).double(), torch.cat(self.lengths).double()] if self.returns else []
+        num_episodes = 0
+        if self.done:
+            episodes = torch.stack([torch.stack(self.returns).double(), torch.stack(self.lengths).double()], dim=-1)
+            episodes = episodes[torch.stack(self.done)]  # (episodes, 2): step order, then env order
+            num_episodes = episodes.shape[0]
+            parts += [episodes[:, 0], episodes[:, 1]]
         host = torch.cat(parts).tolist()
-        num_episodes = sum(r.numel() for r in self.returns)
         terms_end = 3 + len(names)
         return EpochStats(
             env_steps=horizon * num_envs,

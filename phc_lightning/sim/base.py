@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -59,6 +59,10 @@ class SimState:
     body_angvel: Tensor
     dof_pos: Tensor
     dof_vel: Tensor
+
+    def rows(self, index: Tensor) -> SimState:
+        """The rows ``index`` (indices or a mask) of every field."""
+        return SimState(**{name: getattr(self, name)[index] for name in SimState.__dataclass_fields__})
 
 
 class PhysicsBackend(abc.ABC):
@@ -103,6 +107,24 @@ class PhysicsBackend(abc.ABC):
             state.dof_pos,
             state.dof_vel,
         )
+
+    def set_state_where(self, mask: Tensor, state: SimState) -> None:
+        """Put the envs where ``mask (N,)`` bool is set on the matching rows of ``state`` (N rows, root from body 0);
+        the others keep their state. Shapes stay fixed, so a device-resident backend overrides this without reading
+        ``mask`` on the host; this default selects the rows by index (one host read)."""
+        ids = mask.nonzero().squeeze(-1)
+        self.set_state_from(ids, state.rows(ids))
+
+    def host_indices(self, mask: Tensor) -> Optional[Tensor]:
+        """The envs selected by ``mask (N,)`` bool as indices ``(K,)`` where this backend reads masks on the host
+        anyway (MuJoCo on the CPU exchanges its state through numpy every step), so a caller can work on just those
+        rows; None where it does not (a device-resident backend): the caller then keeps fixed shapes, masked ops
+        over all N envs, and never reads the mask on the host."""
+        return None
+
+    def check_errors(self) -> None:  # noqa: B027 - optional hook, a no-op for backends whose errors are immediate
+        """Raise an error the backend noticed on the device but did not read back during :meth:`step` (which never
+        waits for the device): call it once per batch of steps, e.g. per rollout."""
 
     @abc.abstractmethod
     def step(self, pd_targets: Tensor) -> None:

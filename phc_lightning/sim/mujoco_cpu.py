@@ -169,6 +169,22 @@ class MujocoCPUBackend(PhysicsBackend):
         self._actuator_force[ids_np] = 0.0  # no actuator has pushed in the new state yet
         self._state = None
 
+    def set_state_where(self, mask: Tensor, state: SimState) -> None:
+        """Put the envs where ``mask (N,)`` is set on the matching rows of ``state`` (N rows); the others keep theirs.
+
+        MuJoCo C needs the env indices on the host: the mask is read there, as every state crossing this backend is.
+        """
+        ids = torch.from_numpy(np.flatnonzero(mask.detach().to("cpu", torch.bool).numpy()))
+        self.set_state_from(ids, state.rows(ids.to(state.body_pos.device)))
+
+    def host_indices(self, mask: Tensor) -> Optional[Tensor]:
+        """``mask``'s envs as indices when this backend's tensors live on the CPU (reading the mask costs nothing
+        there; MuJoCo reads its state there every step anyway); None for tensors on an accelerator, whose callers
+        keep fixed shapes."""
+        if self.device.type != "cpu":
+            return None
+        return torch.from_numpy(np.flatnonzero(mask.detach().numpy()))
+
     # ------------------------------------------------------------------------------------------------ stepping
     def step(self, pd_targets: Tensor) -> None:
         """Hold PD targets ``(N, 69)`` (radians) for :attr:`substeps` physics steps, then check stability."""

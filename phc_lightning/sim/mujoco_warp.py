@@ -13,7 +13,13 @@ trajectories agree to the tolerances of ``tests/sim/test_backend_contract.py``, 
 
 Contacts and constraints live in fixed-size buffers (``nconmax`` contacts and ``njmax`` constraint rows per world,
 sized for one humanoid on a plane with a wide margin). Warp raises no error when they overflow — it drops
-contacts — so every step reads MuJoCo Warp's per-world overflow bitmask and raises :class:`PhysicsOverflowError`.
+contacts — but ORs a bit into its per-world overflow bitmask, which only a data reset clears. A step never reads it
+(that would wait for the GPU every step): :meth:`MujocoWarpBackend.check_errors` reads it once, and the rollout calls
+it once per iteration, before training on the iteration, raising :class:`PhysicsOverflowError`.
+
+Nothing in :meth:`~MujocoWarpBackend.step`, :meth:`~MujocoWarpBackend.set_state_where` or
+:meth:`~MujocoWarpBackend.state` reads a device value on the host: worlds that went unstable are restored with masked
+writes, and resets of a changing set of envs take a mask of fixed shape.
 
 The sequences of kernels of a control step, of a state readout and of a reset are captured once as Warp graphs
 (CUDA graphs on a GPU; Warp replays graphs on its CPU device too) and replayed with one launch each. On CUDA, Warp
@@ -138,6 +144,10 @@ class MujocoWarpBackend(PhysicsBackend):
         # CUDA graphs need Warp's stream-ordered allocator for what the kernels allocate while captured
         self._use_graph = graph and (self.wp_device.is_cpu or wp.is_mempool_enabled(self.wp_device))
         self._launch("sense", self._sense)  # body state of the rest pose (make_data leaves qpos0, qvel 0)
+        # What a world restored to the rest pose reads as, so a restore needs no second sense pass (see state())
+        self._rest_body = body_state_from_derived(self._xpos[:1, 1:], self._xquat[:1, 1:], self._cvel[:1, 1:],
+                                                  self._subtree_com[:1, 1:2])
+        self._restored_unsensed = False
 
     # ------------------------------------------------------------------------------------------ kernels
     def _sense(self) -> None:
@@ -213,7 +223,27 @@ class MujocoWarpBackend(PhysicsBackend):
         self._qvel[ids] = qvel.to(self._qvel.dtype)
         self._warmstart[ids] = 0.0  # a new state: the old solver warm start means nothing
         self._actuator_force[ids] = 0.0  # no actuator has pushed in the new state yet
+        self._sensed()
+
+    def set_state_where(self, mask: Tensor, state: SimState) -> None:
+        """Put the worlds where ``mask (N,)`` is set on the matching rows of ``state`` (N rows); the others keep
+        theirs. Masked writes of fixed shape: no host read, whatever the number of worlds reset."""
+        check_state_shapes(self.num_envs, state.body_pos[:, 0], state.body_rot[:, 0], state.body_vel[:, 0],
+                           state.body_angvel[:, 0], state.dof_pos, state.dof_vel)
+        qpos, qvel = generalized_from_root(*(x.detach().to(self.device, torch.float64) for x in (
+            state.body_pos[:, 0], state.body_rot[:, 0], state.body_vel[:, 0], state.body_angvel[:, 0], state.dof_pos,
+            state.dof_vel)))
+        rows = mask.detach().to(self.device, torch.bool).unsqueeze(-1)
+        self._qpos.copy_(torch.where(rows, qpos.to(self._qpos.dtype), self._qpos))
+        self._qvel.copy_(torch.where(rows, qvel.to(self._qvel.dtype), self._qvel))
+        self._warmstart.masked_fill_(rows, 0.0)
+        self._actuator_force.masked_fill_(rows, 0.0)
+        self._sensed()
+
+    def _sensed(self) -> None:
+        """Recompute the body state of every world after a write of ``qpos`` / ``qvel``."""
         self._launch("sense", self._sense)
+        self._restored_unsensed = False
         self._state = None
 
     # ----------------------------------------------------------------------------------------- stepping
@@ -228,13 +258,13 @@ class MujocoWarpBackend(PhysicsBackend):
             raise ValueError(f"step: pd_targets must have shape {expected}, got {tuple(pd_targets.shape)}")
         self._ctrl.copy_(pd_targets.detach())
         self._launch("physics", self._physics)
-        self._check_overflow()
         self._actuator_force.copy_(self._last_force)
         self._state = None
         self._check_stability()
 
-    def _check_overflow(self) -> None:
-        """Raise :class:`PhysicsOverflowError` when any world's overflow bitmask has an error bit (one host read)."""
+    def check_errors(self) -> None:
+        """Raise :class:`PhysicsOverflowError` when any world's overflow bitmask has an error bit, set by any step
+        since the backend was built (one host read: call it once per rollout, not per step)."""
         flags = self._overflow & self._error_bits
         if not bool(flags.any()):
             return
@@ -250,7 +280,10 @@ class MujocoWarpBackend(PhysicsBackend):
         )
 
     def _check_stability(self) -> None:
-        """Flag non-finite or exploded worlds and put them back in the rest pose, without a host sync."""
+        """Flag non-finite or exploded worlds and put them back in the rest pose, without a host sync.
+
+        The body state of the restored worlds is the rest pose's, which :meth:`state` puts in their rows, instead
+        of a second sense pass over every world right after the step's own."""
         qpos, qvel = self._qpos, self._qvel
         bad = ~torch.isfinite(qpos).all(dim=1) | ~torch.isfinite(qvel).all(dim=1)
         bad |= (qvel.abs() > MAX_QVEL).any(dim=1)
@@ -261,16 +294,19 @@ class MujocoWarpBackend(PhysicsBackend):
         qpos.copy_(torch.where(rows, self._qpos0, qpos))
         for buf in (qvel, self._warmstart, self._actuator_force):
             buf.masked_fill_(rows, 0.0)
-        self._launch("sense", self._sense)
+        self._restored_unsensed = True
 
     # ---------------------------------------------------------------------------------------- state out
     def state(self) -> SimState:
         """Current state of all envs, computed once per step and cached: treat the tensors as read-only."""
         if self._state is None:
-            pos, rot, vel, angvel = body_state_from_derived(
+            body = body_state_from_derived(
                 self._xpos[:, 1:], self._xquat[:, 1:], self._cvel[:, 1:], self._subtree_com[:, 1:2]
             )
-            self._state = SimState(pos, rot, vel, angvel, self._qpos[:, 7:].clone(), self._qvel[:, 6:].clone())
+            if self._restored_unsensed:  # worlds restored since the last sense stand in the rest pose
+                rows = self._unstable[:, None, None]
+                body = tuple(torch.where(rows, rest, x) for rest, x in zip(self._rest_body, body))
+            self._state = SimState(*body, self._qpos[:, 7:].clone(), self._qvel[:, 6:].clone())
         return self._state
 
     def actuator_forces(self) -> Tensor:
@@ -305,8 +341,7 @@ class MujocoWarpBackend(PhysicsBackend):
         for key, dst in (("qpos", self._qpos), ("qvel", self._qvel), ("qacc_warmstart", self._warmstart),
                          ("ctrl", self._ctrl), ("actuator_force", self._actuator_force)):
             dst.copy_(state[key].to(self.device, dst.dtype))
-        self._launch("sense", self._sense)
-        self._state = None
+        self._sensed()
 
     def close(self) -> None:
         """Drop the graphs and the Warp arrays."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 import torch
 
-from phc_lightning.core import skeleton
+from phc_lightning.core import rng, skeleton
 from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.sim.base import PhysicsBackend, SimState
 from phc_lightning.task.config import TaskConfig
@@ -47,10 +47,14 @@ class StepResult:
         terminated: ``(N,)`` bool, tracking failure (do not bootstrap).
         truncated: ``(N,)`` bool, motion completed or env reset for instability (bootstrap from ``final_obs``).
         final_obs: ``(N, 934)`` observation at the end of the step before the auto-reset (== ``obs`` where not done).
-        info: ``rewards/<term>`` ``(N,)`` weighted term values; ``episode_return`` / ``episode_length`` /
-            ``done_env_ids`` ``(K,)``; ``unstable`` ``(N,)`` bool; ``body_pos`` / ``ref_body_pos`` ``(N, 24, 3)``
-            sim and reference positions at this step, before the auto-reset; ``state_features`` ``(N, F)`` when the
-            env was built with a ``state_features`` function (of the same pre-reset state).
+        info: ``rewards/<term>`` ``(N,)`` weighted term values; ``done`` ``(N,)`` bool, the envs that finished and
+            were reset (``terminated | truncated``); ``episode_return`` / ``episode_length`` ``(N,)`` of the episode
+            each env played up to this step (read them where ``done``); ``done_env_ids`` ``(K,)`` the finished envs'
+            indices, only where the backend reads masks on the host anyway (CPU MuJoCo,
+            :meth:`~phc_lightning.sim.base.PhysicsBackend.host_indices`); ``unstable`` ``(N,)`` bool; ``body_pos`` /
+            ``ref_body_pos`` ``(N, 24, 3)`` sim and reference positions at this step, before the auto-reset;
+            ``state_features`` ``(N, F)`` when the env was built with a ``state_features`` function (of the same
+            pre-reset state).
     """
 
     obs: Tensor
@@ -118,8 +122,7 @@ class HumanoidTracking:
             raise ValueError(f"HumanoidTracking: motion library on {motions.device} but backend on {self.device}")
         self.control_dt = float(backend.control_dt)
         self.eval_mode = False
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self.generator = rng.new_generator(seed, self.device)
         self.state_features = state_features
         self.reward_manager = RewardManager(config.reward_terms())
         self.start_sampler: Optional[AdaptiveStartSampler] = None
@@ -200,16 +203,22 @@ class HumanoidTracking:
 
         self.episode_return += reward
         self.episode_length += 1
-        done_env_ids = (terminated | truncated).nonzero(as_tuple=False).squeeze(-1)
-        info["done_env_ids"] = done_env_ids
-        info["episode_return"] = self.episode_return[done_env_ids]
-        info["episode_length"] = self.episode_length[done_env_ids]
+        done = terminated | truncated
+        info["done"] = done
+        info["episode_return"] = self.episode_return.clone()
+        info["episode_length"] = self.episode_length.clone()
 
-        obs = final_obs
-        if done_env_ids.numel() > 0:
-            self._reset_envs(done_env_ids)
-            obs = final_obs.clone()
-            obs[done_env_ids] = self._observe(self.backend.state(), done_env_ids)
+        done_env_ids = self.backend.host_indices(done)
+        if done_env_ids is None:  # fixed shapes: nothing here waits for the device
+            self._reset_where(done)
+            obs = torch.where(done.unsqueeze(-1), self._observe(self.backend.state()), final_obs)
+        else:  # the backend read the mask on the host: work on the finished envs' rows only
+            info["done_env_ids"] = done_env_ids
+            obs = final_obs
+            if done_env_ids.numel() > 0:
+                self._reset_envs(done_env_ids)
+                obs = final_obs.clone()
+                obs[done_env_ids] = self._observe(self.backend.state(), done_env_ids)
         self.obs = obs
         return StepResult(obs, reward, terminated, truncated, final_obs, info)
 
@@ -284,6 +293,11 @@ class HumanoidTracking:
                                  f"{tuple(self.start_sampler.failures.shape)} (different motions?)")
             self.start_sampler.failures.copy_(saved_failures.to(self.device))
 
+    def check_physics(self) -> None:
+        """Raise an error the backend noticed on the device but did not read back while stepping (MuJoCo Warp:
+        overflowed contact buffers); one host read, called once per rollout."""
+        self.backend.check_errors()
+
     def close(self) -> None:
         """Release the backend."""
         self.backend.close()
@@ -301,23 +315,39 @@ class HumanoidTracking:
             raise ValueError(f"HumanoidTracking: env ids must be in [0, {self.num_envs}), got {env_ids.tolist()}")
         return env_ids
 
+    def _start_times(self, ids: Tensor) -> Tensor:
+        """Start times ``(K,)`` of new episodes on motions ``ids (K,)``: random in train, 0 in eval."""
+        if self.eval_mode:
+            return torch.zeros(ids.shape, device=self.device)
+        if self.start_sampler is not None:
+            times = self.start_sampler.sample(ids, generator=self.generator)
+        else:
+            times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
+        # The frame-0 share applies with either sampler; the draw comes after the times (and none is made at 0), so
+        # PHC's setting and the default sampler keep their random stream.
+        if self.config.start_init_prob > 0:
+            at_start = rng.rand(ids.shape, self.generator, self.device, "start_init_prob")
+            times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
+        return times
+
+    def _reset_where(self, done: Tensor) -> None:
+        """:meth:`_reset_envs` of the envs where ``done (N,)`` is set, in fixed shapes (no host read, whatever the
+        number of finished envs): start times are drawn for every env and kept where ``done``, so the env's
+        generator advances by draws for all N envs per step, not for the finished ones only (as on the CPU)."""
+        times = self._start_times(self.motion_ids)
+        self.motion_start_times.copy_(torch.where(done, times, self.motion_start_times))
+        self.motion_times.copy_(torch.where(done, times, self.motion_times))
+        self.progress.masked_fill_(done, 0)
+        self.episode_return.masked_fill_(done, 0.0)
+        self.episode_length.masked_fill_(done, 0)
+        self.backend.set_state_where(done, self.motions.get_state(self.motion_ids, times))
+
     def _reset_envs(self, env_ids: Tensor) -> None:
         """Put envs on their reference at the start time (random in train, 0 in eval); clear episode counters."""
         if env_ids.numel() == 0:
             return
         ids = self.motion_ids[env_ids]
-        if self.eval_mode:
-            times = torch.zeros(env_ids.numel(), device=self.device)
-        else:
-            if self.start_sampler is not None:
-                times = self.start_sampler.sample(ids, generator=self.generator)
-            else:
-                times = self.motions.sample_times(ids, generator=self.generator).to(self.device, torch.float32)
-            # The frame-0 share applies with either sampler; the draw comes after the times (and none is made at
-            # 0), so PHC's setting and the default sampler keep their random stream.
-            if self.config.start_init_prob > 0:
-                at_start = torch.rand(ids.shape, generator=self.generator, device=self.device)
-                times = torch.where(at_start < self.config.start_init_prob, torch.zeros_like(times), times)
+        times = self._start_times(ids)
         self.motion_start_times[env_ids] = times
         self.motion_times[env_ids] = times
         self.progress[env_ids] = 0

@@ -20,6 +20,8 @@ from typing import Optional
 
 import torch
 
+from phc_lightning.core import rng
+
 Tensor = torch.Tensor
 
 
@@ -65,11 +67,11 @@ class AdaptiveStartSampler:
 
     def record(self, motion_ids: Tensor, times: Tensor, failed: Tensor) -> None:
         """Fold one step's failures (``failed (N,)`` bool at reference ``times``) into the moving average."""
-        # In place and without a host sync on `failed`: this runs every control step (an empty selection adds 0).
-        ids = motion_ids[failed]
+        # In place and in fixed shapes (every env adds alpha or 0): this runs every control step, and selecting the
+        # failed envs first would read `failed` on the host. Adding 0 leaves every sum as it was.
         self.failures.mul_(1.0 - self.alpha)
-        self.failures.index_put_((ids, self.bin_of(ids, times[failed])),
-                                 torch.full(ids.shape, self.alpha, device=self.failures.device), accumulate=True)
+        self.failures.index_put_((motion_ids, self.bin_of(motion_ids, times)),
+                                 failed.to(self.failures.dtype) * self.alpha, accumulate=True)
 
     def probabilities(self) -> Tensor:
         """``(M, B)`` start-bin probabilities of each motion (rows sum to 1 over its bins)."""
@@ -83,6 +85,6 @@ class AdaptiveStartSampler:
     def sample(self, motion_ids: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """``(N,)`` start times in ``[0, length)`` seconds: a bin by :meth:`probabilities`, then uniform inside it."""
         probs = self.probabilities()[motion_ids]
-        bins = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        inside = torch.rand(bins.shape, generator=generator, device=bins.device)
+        bins = rng.multinomial(probs, 1, generator, "AdaptiveStartSampler.sample").squeeze(-1)
+        inside = rng.rand(bins.shape, generator, bins.device, "AdaptiveStartSampler.sample")
         return (bins + inside) / self.num_bins[motion_ids] * self.lengths[motion_ids]

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from phc_lightning.core import skeleton
+from phc_lightning.core.indices import index_tensor
 
 Tensor = torch.Tensor
 
@@ -49,7 +50,7 @@ def eval_failure(
         body_ids: bodies averaged over.
         threshold: failure distance in metres.
     """
-    ids = torch.as_tensor(list(body_ids), dtype=torch.long, device=sim_body_pos.device)
+    ids = index_tensor(body_ids, sim_body_pos.device)  # built once per device: runs every evaluation step
     return body_distances(sim_body_pos[:, ids], ref_body_pos[:, ids]).mean(dim=-1) > threshold
 
 

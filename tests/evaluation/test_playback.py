@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -75,4 +77,38 @@ def test_the_deterministic_evaluation_never_runs_the_critic_and_plays_act_steps_
             mean, _, _, state = module.act_step(obs, state, deterministic=True)
             assert torch.equal(module.pd_targets(mean, env.ref_next_dof_pos), played)
             obs = real_step(played).obs
+    env.close()
+
+
+@pytest.mark.parametrize("backend", ["mujoco", pytest.param("mujoco_warp", marks=pytest.mark.skipif(
+    importlib.util.find_spec("mujoco_warp") is None, reason="needs [warp]"))])
+def test_an_evaluation_reads_the_device_per_chunk_and_every_few_steps_never_in_a_step(backend: str) -> None:
+    """Steps of an evaluation read nothing on the host; whether the chunk still plays is read every
+    STOP_CHECK_STEPS steps, and a chunk's set-up and end read a few values once."""
+    from phc_lightning.bench.host_reads import HostReads
+    from phc_lightning.evaluation.playback import STOP_CHECK_STEPS, play_motions
+
+    module = PHCModule(actor_hidden=[16], critic_hidden=[16]).eval()
+    sim = make_backend(backend, 4, num_threads=1) if backend == "mujoco" else make_backend(backend, 4, device="cpu")
+    env = HumanoidTracking(sim, MotionLibrary(BUNDLED_MOTIONS))
+    env.set_eval(True)
+    play_motions(env, module, torch.arange(4))  # warm-up: Warp captures its graphs on first use
+    reads, per_step, real_step = HostReads(), [], env.step
+
+    def counted_step(targets: torch.Tensor):  # noqa: ANN202
+        before = len(reads.reads)
+        result = real_step(targets)
+        per_step.append(len(reads.reads) - before)
+        return result
+
+    env.step = counted_step
+    with reads:
+        result = play_motions(env, module, torch.arange(4))
+    stop_checks = [r for r in reads.reads if r[1].startswith("phc_lightning/evaluation/playback.py")
+                   and r[0] == "__bool__"]
+    others = [r for r in reads.reads if r not in stop_checks]
+    played = int(result["lengths"].max())
+    assert len(per_step) >= played and sum(per_step) == 0  # (steps past the chunk's end round up to a check)
+    assert 1 <= len(stop_checks) <= len(per_step) // STOP_CHECK_STEPS + 1, stop_checks
+    assert len(others) <= 8, others  # assigning the chunk's motions, its length, the physics' deferred errors
     env.close()

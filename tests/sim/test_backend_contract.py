@@ -234,6 +234,29 @@ def test_resetting_some_envs_leaves_the_others_untouched(pair):
     twin.close()
 
 
+def test_a_masked_reset_sets_exactly_what_an_indexed_reset_sets(pair):
+    """set_state_where (fixed shapes, what the task uses where masks are not read on the host) against set_state."""
+    backend, _ = pair
+    twin = build("mujoco_warp" if type(backend).__name__ == "MujocoWarpBackend" else "mujoco")
+    start, new = random_state(NUM_ENVS, seed=15), random_state(NUM_ENVS, seed=16)
+    for b in (backend, twin):
+        b.set_state(torch.arange(NUM_ENVS).to(b.device), **on(b.device, start))
+        b.step(torch.zeros(NUM_ENVS, skeleton.NUM_DOFS, device=b.device))
+    mask = torch.tensor([True, False, True])
+    rows = SimState(body_pos=new["root_pos"][:, None], body_rot=new["root_rot"][:, None],
+                    body_vel=new["root_vel"][:, None], body_angvel=new["root_angvel"][:, None],
+                    dof_pos=new["dof_pos"], dof_vel=new["dof_vel"])
+    backend.set_state_where(mask.to(backend.device), SimState(**on(backend.device, rows.__dict__)))
+    twin.set_state(torch.tensor([0, 2], device=twin.device), **on(twin.device, {k: v[[0, 2]] for k, v in new.items()}))
+    s, t = cpu_state(backend), cpu_state(twin)
+    for f in FIELDS:
+        assert_same(getattr(s, f), getattr(t, f), backend.device, f)
+    assert_same(backend.actuator_forces().cpu(), twin.actuator_forces().cpu(), backend.device, "actuator_forces")
+    for key, value in twin.get_physics_state().items():
+        assert_same(backend.get_physics_state()[key], value, backend.device, key)
+    twin.close()
+
+
 @pytest.mark.parametrize("bad", ["nan_dof_vel", "huge_root_vel", "root_far_away"])
 def test_unstable_env_is_flagged_and_reset(pair, bad):
     backend, _ = pair
@@ -290,8 +313,26 @@ def test_warp_contact_buffer_overflow_is_an_error_not_dropped_contacts():
     from phc_lightning.sim.mujoco_warp import PhysicsOverflowError
 
     backend = make_backend("mujoco_warp", NUM_ENVS, nconmax=2)  # standing takes ~15 contacts per world
-    with pytest.raises(PhysicsOverflowError, match=r"NARROWPHASE .*nconmax \(now 2\)"):
+    backend.check_errors()  # nothing overflowed yet
+    for _ in range(2):  # a step never reads the device: the overflow bits wait for the check
         backend.step(torch.zeros(NUM_ENVS, skeleton.NUM_DOFS, device=backend.device))
+    with pytest.raises(PhysicsOverflowError, match=r"NARROWPHASE .*nconmax \(now 2\)"):
+        backend.check_errors()
+    backend.close()
+
+
+@warp_only
+def test_warp_computes_the_body_state_once_per_step_and_once_per_reset():
+    """The position and velocity stages run at the end of the step's physics and after a state write, not again
+    after the stability check (a world it restores reads as the rest pose without them)."""
+    backend = make_backend("mujoco_warp", NUM_ENVS, graph=False)
+    senses, sense = [], backend._sense
+    backend._sense = lambda: senses.append(1) or sense()
+    pd = torch.zeros(NUM_ENVS, skeleton.NUM_DOFS, device=backend.device)
+    backend.step(pd)
+    assert len(senses) == 1
+    backend.set_state_where(torch.tensor([True, False, False]), backend.state())
+    assert len(senses) == 2
     backend.close()
 
 

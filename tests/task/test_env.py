@@ -246,3 +246,54 @@ def test_bad_pd_targets_and_motion_ids_raise_one_line_errors(motions):
     with pytest.raises(ValueError, match="motion ids must be in"):
         env.assign_motions(torch.full((NUM_ENVS,), 5))
     env.close()
+
+
+class MaskedResetsCPU(MujocoCPUBackend):
+    """The CPU backend with its host indices withheld: the env then resets finished envs with fixed-shape masks over
+    all envs, the path it takes on MuJoCo Warp (and on any accelerator)."""
+
+    def host_indices(self, mask: torch.Tensor) -> None:
+        return None
+
+
+@pytest.mark.parametrize("eval_mode", [True, False], ids=["eval", "train_at_frame_0"])
+def test_masked_resets_give_the_states_of_indexed_resets(motions, tmp_path, monkeypatch, eval_mode: bool) -> None:
+    """Every step of a play with failures, motion ends and a rescued env at different steps, bit for bit. Start
+    times are 0 in both modes here (evaluation; training with start_init_prob 1), so the two paths' different
+    numbers of draws (the masked path draws for every env) cannot show; everything else must be equal."""
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends its instability warning to ./MUJOCO_LOG.TXT
+    config = TaskConfig(start_init_prob=1.0)
+    envs = [HumanoidTracking(backend(NUM_ENVS, num_threads=1), motions, config, seed=5)
+            for backend in (MujocoCPUBackend, MaskedResetsCPU)]
+    gen = torch.Generator().manual_seed(11)
+    for env in envs:
+        env.set_eval(eval_mode)
+        env.assign_motions(torch.tensor([SLOW, SHORT, SLOW, SHORT]))
+    ends, fails, motion_ends = torch.zeros(NUM_ENVS), 0, 0
+    for step in range(40):
+        # envs 0 and 2 flail and fail; 1 and 3 hold the T-pose and reach their motion's end (3 is rescued once)
+        targets = torch.tensor([0.8, 0.0, 0.8, 0.0])[:, None] * torch.randn(NUM_ENVS, skeleton.NUM_DOFS,
+                                                                             generator=gen)
+        if step == 7:
+            for env in envs:
+                inject_nan_qvel(env.backend, env_id=3)
+        indexed, masked = (env.step(targets) for env in envs)
+        assert "done_env_ids" in indexed.info and "done_env_ids" not in masked.info
+        for name in ("obs", "reward", "terminated", "truncated", "final_obs"):
+            torch.testing.assert_close(getattr(masked, name), getattr(indexed, name), rtol=0, atol=0, msg=name)
+        done = indexed.info["done"]
+        assert torch.equal(masked.info["done"], done) and torch.equal(done.nonzero().squeeze(-1),
+                                                                      indexed.info["done_env_ids"])
+        for key in ("episode_return", "episode_length", "unstable", "body_pos", "ref_body_pos"):
+            torch.testing.assert_close(masked.info[key], indexed.info[key], rtol=0, atol=0, msg=key)
+        a, b = envs[0].state_dict(), envs[1].state_dict()
+        for name in HumanoidTracking._STATE_FIELDS:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+        for key, value in a["physics"].items():
+            torch.testing.assert_close(b["physics"][key], value, rtol=0, atol=0, msg=key)
+        ends += done
+        fails += int(indexed.terminated.sum())
+        motion_ends += int((indexed.truncated & ~indexed.info["unstable"]).sum())
+    assert (ends >= 2).all() and fails > 0 and motion_ends > 0  # every env ended twice or more, both ways
+    for env in envs:
+        env.close()
