@@ -17,6 +17,7 @@ none.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -64,9 +65,11 @@ def classify(name: str, args: tuple, kwargs: dict) -> Optional[str]:
 def _caller() -> Tuple[str, int]:
     """The innermost package file and line below the mode (tests excluded), relative to :data:`ROOT`."""
     frame = sys._getframe(2)
+    # the package's own files only: a virtualenv inside the checkout (CI makes .venv there) is not the package
+    package = tuple(str(ROOT / name) + os.sep for name in ("phc_lightning", "callbacks"))
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(str(ROOT)) and "/tests/" not in path:
+        if path.startswith(package):
             return str(Path(path).relative_to(ROOT)), frame.f_lineno
         frame = frame.f_back
     return "<outside the package>", 0
