@@ -62,31 +62,43 @@ class Stretch:
     worst_moment: float
 
 
+def _segment_distance(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> float:
+    """Distance of ``q`` from the segment ``a``-``b`` (a point where ``a == b``)."""
+    ab = b - a
+    t = float(np.clip(np.dot(q - a, ab) / max(float(np.dot(ab, ab)), 1e-24), 0.0, 1.0))
+    return float(np.linalg.norm(q - (a + t * ab)))
+
+
 def hull_distance(points: np.ndarray, q: np.ndarray) -> float:
-    """Signed distance of the 2-D point ``q`` outside the convex hull of ``points [K, 2]`` (negative inside)."""
-    pts = sorted(set(map(tuple, np.round(points, 6))))
-    if len(pts) < 3:
-        return float(np.min(np.linalg.norm(np.asarray(pts) - q, axis=1)))
+    """Signed distance of the 2-D point ``q`` from the convex hull of ``points [K, 2]``: the Euclidean distance
+    outside, minus the distance to the nearest edge inside. One corner is a point and collinear corners a segment
+    (a foot on its edge, a heel line): no inside, 0 on them."""
+    pts = np.unique(np.round(points, 6), axis=0)  # sorted rows, as the monotone chain needs
 
-    def cross(o: Tuple[float, float], a: Tuple[float, float], b: Tuple[float, float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
 
-    lower: List[Tuple[float, float]] = []
-    upper: List[Tuple[float, float]] = []
-    for p in pts:  # Andrew's monotone chain
+    lower: List[np.ndarray] = []
+    upper: List[np.ndarray] = []
+    for p in pts:  # Andrew's monotone chain; collinear points are dropped
         while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
             lower.pop()
         lower.append(p)
-    for p in reversed(pts):
+    for p in pts[::-1]:
         while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
             upper.pop()
         upper.append(p)
-    hull = np.array(lower[:-1] + upper[:-1])
-    if len(hull) < 3:  # collinear corners: a segment
-        return float(np.min(np.linalg.norm(hull - q, axis=1)))
-    edges = np.roll(hull, -1, 0) - hull
+    hull = np.array(lower[:-1] + upper[:-1]) if len(pts) > 1 else pts
+    if len(hull) < 3:  # one corner or collinear ones: the distance to the point or segment
+        return _segment_distance(hull[0], hull[-1], q)
+    ends = np.roll(hull, -1, 0)
+    edges = ends - hull
     normals = np.stack([edges[:, 1], -edges[:, 0]], 1) / np.linalg.norm(edges, axis=1, keepdims=True)
-    return float(((q - hull) * normals).sum(1).max())
+    inside = float(((q - hull) * normals).sum(1).max())  # the largest signed edge distance: exact inside
+    if inside <= 0:
+        return inside
+    # outside, the edge lines underestimate the distance off a vertex: take the nearest edge segment
+    return min(_segment_distance(a, b, q) for a, b in zip(hull, ends))
 
 
 def _box_corners(data: mujoco.MjData, model: mujoco.MjModel, gid: int) -> np.ndarray:

@@ -51,6 +51,20 @@ def test_hull_distance_is_signed() -> None:
     square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
     assert hull_distance(square, np.array([0.5, 0.25])) == pytest.approx(-0.25)
     assert hull_distance(square, np.array([1.5, 0.5])) == pytest.approx(0.5)
+    assert hull_distance(square, np.array([2.0, 2.0])) == pytest.approx(2**0.5)  # off a vertex: Euclidean
+
+
+def test_hull_distance_of_one_or_two_corners_or_collinear_ones() -> None:
+    """A heel line or one corner down has no inside: a CoP on it is at 0, beside it at its perpendicular
+    distance (main measured to the nearest corner: 0.5 m for a CoP halfway along a 1 m segment)."""
+    segment = np.array([[0.0, 0.0], [1.0, 0.0]])
+    assert hull_distance(segment, np.array([0.5, 0.0])) == 0.0
+    assert hull_distance(segment, np.array([0.5, 0.3])) == pytest.approx(0.3)
+    assert hull_distance(segment, np.array([1.4, 0.3])) == pytest.approx(0.5)  # beyond an end: to that end
+    collinear = np.array([[0.0, 0.0], [2.0, 2.0], [0.5, 0.5], [1.0, 1.0]])
+    assert hull_distance(collinear, np.array([1.5, 1.5])) == 0.0
+    assert hull_distance(collinear, np.array([1.0, 0.0])) == pytest.approx(0.5**0.5)
+    assert hull_distance(np.array([[1.0, 1.0], [1.0, 1.0]]), np.array([1.0, 1.5])) == pytest.approx(0.5)
 
 
 def test_every_bundled_clip_is_followable_as_the_env_plays_it(model: mujoco.MjModel) -> None:
