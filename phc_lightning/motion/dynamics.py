@@ -3,8 +3,11 @@
 ``mujoco.mj_inverse`` gives, per frame, the force and moment the floor would have to apply to the pelvis' free
 joint to produce the reference's accelerations (contacts off, so the whole ground wrench is what is solved for).
 A frame is *feasible* when the feet can give it: the vertical force pushes (never pulls), the horizontal force is
-inside the friction cone, and its centre of pressure (CoP) lies inside the support polygon (foot-box corners
-within ``contact_height`` of the floor). In flight (no foot down) any needed force is a shortfall.
+inside the friction cone, and its centre of pressure (CoP) lies inside the support polygon: the foot-box corners
+that bear weight (:class:`ContactRule`: near the local floor and slow) in the frame or its two neighbours, which
+its central difference spans. In flight (no corner near the floor) the feet give nothing: what the flight itself
+needs is a shortfall, not the take-off and landing pushes the velocity smoothing spreads into it
+(:func:`flight_forces`).
 
 Real mocap played on the mean-shape skeleton with our masses is not the performer's body: the centre of mass lands
 where the performer's feet were not, and a tracker must leave the reference in those stretches and come back.
@@ -24,9 +27,36 @@ import torch
 from phc_lightning.motion.library import MotionLibrary, smooth_over_time
 
 FOOT_GEOMS = ("L_Ankle", "L_Toe", "R_Ankle", "R_Toe")
-DEFAULT_CONTACT_HEIGHT = 0.05  # m: foot corners this close to the floor bear weight (mocap feet float a few cm)
 DEFAULT_COP_TOLERANCE = 0.03  # m beyond the support polygon: finite-difference accelerations are noisy
 DEFAULT_FORCE_TOLERANCE = 0.05  # body weights of pull, friction excess or force in flight
+
+
+@dataclass(frozen=True)
+class ContactRule:
+    """Which foot-box corners bear weight in a frame (:func:`support_corners`).
+
+    Real mocap on the mean-shape skeleton does not keep its feet on the floor: after the library's height fix (the
+    motion's lowest sole at z = 0) the stance feet of the ACCAD walks float 0-8 cm, with the pose, and the two
+    feet of one double support differ by up to 6 cm. Height alone cannot tell stance from swing there (the
+    swinging toe passes within 1 cm of the stance foot's height); speed can, as in gait-event detection.
+
+    Attributes:
+        band: m above the local floor (the lowest foot corner within ``window`` s) within which a corner may bear
+            weight; a flight needs every corner beyond it. The walks' stance corners reach 5.6 cm above it (the
+            other foot's heel strike 6 cm lower), the feet of the ACCAD hop 13 cm.
+        window: s either side of a frame over which the local floor is the lowest foot corner: a gait cycle has a
+            stance foot within it, and the floor of the mocap drifts by centimetres along a clip.
+        max_height: m above z = 0 beyond which no corner bears weight, however long it stays there, so a motion
+            held off the floor is in flight throughout (the sole corners of the walks' stance feet reach 11 cm).
+        slide_speed: m/s, the fastest a weight-bearing corner moves. Stance corners move <= 0.2 m/s, heel strikes
+            and toe-offs 0.3-0.9 m/s by central differences at 30 fps, a swinging foot near the floor 1-4 m/s.
+            When no corner near the floor is this slow (a slide, a fast landing), every near corner bears weight.
+    """
+
+    band: float = 0.08
+    window: float = 0.5
+    max_height: float = 0.12
+    slide_speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +68,14 @@ class GroundNeeds:
             inf when the needed vertical force pulls.
         vertical: the needed vertical force, in body weights.
         shortfall: force the feet cannot give, in body weights: pull, excess over the friction cone, or (in
-            flight) the whole needed force.
+            flight, beyond the take-off and landing forces the smoothing spreads into it) the whole needed force.
+        flight: no corner bears weight (:func:`support_corners`).
     """
 
     cop_outside: np.ndarray
     vertical: np.ndarray
     shortfall: np.ndarray
+    flight: np.ndarray
 
     def unbalanced_moment(self) -> np.ndarray:
         """``[T]`` the moment the feet cannot give, as metres of CoP offset at one body weight (0 in flight):
@@ -62,31 +94,43 @@ class Stretch:
     worst_moment: float
 
 
+def _segment_distance(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> float:
+    """Distance of ``q`` from the segment ``a``-``b`` (a point where ``a == b``)."""
+    ab = b - a
+    t = float(np.clip(np.dot(q - a, ab) / max(float(np.dot(ab, ab)), 1e-24), 0.0, 1.0))
+    return float(np.linalg.norm(q - (a + t * ab)))
+
+
 def hull_distance(points: np.ndarray, q: np.ndarray) -> float:
-    """Signed distance of the 2-D point ``q`` outside the convex hull of ``points [K, 2]`` (negative inside)."""
-    pts = sorted(set(map(tuple, np.round(points, 6))))
-    if len(pts) < 3:
-        return float(np.min(np.linalg.norm(np.asarray(pts) - q, axis=1)))
+    """Signed distance of the 2-D point ``q`` from the convex hull of ``points [K, 2]``: the Euclidean distance
+    outside, minus the distance to the nearest edge inside. One corner is a point and collinear corners a segment
+    (a foot on its edge, a heel line): no inside, 0 on them."""
+    pts = np.unique(np.round(points, 6), axis=0)  # sorted rows, as the monotone chain needs
 
-    def cross(o: Tuple[float, float], a: Tuple[float, float], b: Tuple[float, float]) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+    def cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
 
-    lower: List[Tuple[float, float]] = []
-    upper: List[Tuple[float, float]] = []
-    for p in pts:  # Andrew's monotone chain
+    lower: List[np.ndarray] = []
+    upper: List[np.ndarray] = []
+    for p in pts:  # Andrew's monotone chain; collinear points are dropped
         while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
             lower.pop()
         lower.append(p)
-    for p in reversed(pts):
+    for p in pts[::-1]:
         while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
             upper.pop()
         upper.append(p)
-    hull = np.array(lower[:-1] + upper[:-1])
-    if len(hull) < 3:  # collinear corners: a segment
-        return float(np.min(np.linalg.norm(hull - q, axis=1)))
-    edges = np.roll(hull, -1, 0) - hull
+    hull = np.array(lower[:-1] + upper[:-1]) if len(pts) > 1 else pts
+    if len(hull) < 3:  # one corner or collinear ones: the distance to the point or segment
+        return _segment_distance(hull[0], hull[-1], q)
+    ends = np.roll(hull, -1, 0)
+    edges = ends - hull
     normals = np.stack([edges[:, 1], -edges[:, 0]], 1) / np.linalg.norm(edges, axis=1, keepdims=True)
-    return float(((q - hull) * normals).sum(1).max())
+    inside = float(((q - hull) * normals).sum(1).max())  # the largest signed edge distance: exact inside
+    if inside <= 0:
+        return inside
+    # outside, the edge lines underestimate the distance off a vertex: take the nearest edge segment
+    return min(_segment_distance(a, b, q) for a, b in zip(hull, ends))
 
 
 def _box_corners(data: mujoco.MjData, model: mujoco.MjModel, gid: int) -> np.ndarray:
@@ -94,14 +138,54 @@ def _box_corners(data: mujoco.MjData, model: mujoco.MjModel, gid: int) -> np.nda
     return data.geom_xpos[gid] + (signs * model.geom_size[gid]) @ data.geom_xmat[gid].reshape(3, 3).T
 
 
+def support_corners(corners: np.ndarray, fps: float, rule: ContactRule = ContactRule()) -> np.ndarray:
+    """``[T, K]`` bool: which of the foot corners ``corners [T, K, 3]`` (world, z up) bear weight in each frame.
+
+    A corner is near the floor within ``rule.band`` of the local floor (the lowest corner within ``rule.window`` s)
+    and at most ``rule.max_height`` above z = 0. The near corners that move at most ``rule.slide_speed`` bear
+    weight; when none is that slow, every near corner does. A frame without a near corner is a flight.
+    """
+    num = len(corners)
+    z = corners[..., 2]
+    lowest = z.min(1)
+    w = max(int(round(rule.window * fps)), 0)
+    floor = np.array([lowest[max(0, t - w) : t + w + 1].min() for t in range(num)])
+    near = z <= np.minimum(floor + rule.band, rule.max_height)[:, None]
+    speed = np.linalg.norm(np.gradient(corners, axis=0), axis=-1) * fps if num > 1 else np.zeros(z.shape)
+    slow = near & (speed <= rule.slide_speed)
+    return np.where(slow.any(1, keepdims=True), slow, near)
+
+
+def flight_forces(raw: np.ndarray, flight: np.ndarray, sigma: float) -> np.ndarray:
+    """``[T, 3]`` the part of the needed forces in flight that the flight itself asks for.
+
+    The played accelerations are the raw ones smoothed by the library's Gaussian (``sigma`` frames), and the
+    force is (nearly) linear in them, so the force a smoothed flight frame needs is the Gaussian-weighted sum of
+    the raw forces around it. The take-off and landing pushes the smoothing spreads into a flight are the
+    supported frames' share of that sum: dropping it keeps ``raw`` (the forces from unsmoothed central
+    differences) of the flight frames only. A flight frame next to a supported one has the take-off or landing
+    in its own central difference, so it counts as a supported one. A ballistic flight needs no force; a motion
+    held off the floor needs its weight throughout.
+    """
+    inner = flight.copy()
+    inner[1:] &= flight[:-1]
+    inner[:-1] &= flight[1:]
+    own = np.where(inner[:, None], raw, 0.0)
+    if sigma <= 0 or len(raw) < 2:
+        return own
+    first, last = torch.zeros(len(raw), dtype=torch.long), torch.full((len(raw),), len(raw) - 1, dtype=torch.long)
+    return smooth_over_time(torch.from_numpy(own), first, last, sigma).numpy()
+
+
 def ground_needs(
-    lib: MotionLibrary, motion_id: int, model: mujoco.MjModel, contact_height: float = DEFAULT_CONTACT_HEIGHT
+    lib: MotionLibrary, motion_id: int, model: mujoco.MjModel, rule: ContactRule = ContactRule()
 ) -> GroundNeeds:
     """The ground wrench motion ``motion_id`` of ``lib`` needs on ``model``, frame by frame (see the module doc).
 
     Velocities and accelerations are central differences of the frames the env plays (the library's, after its
     height fix), by ``mj_differentiatePos``, with the velocities smoothed over time by the library's own Gaussian
-    (``velocity_smoothing`` frames): raw second differences of 30 fps mocap are mostly jitter.
+    (``velocity_smoothing`` frames): raw second differences of 30 fps mocap are mostly jitter. The feet bear weight
+    by ``rule`` (:func:`support_corners`).
     """
     model = _without_contacts(model)
     data = mujoco.MjData(model)
@@ -115,33 +199,52 @@ def ground_needs(
     v = np.zeros((n, model.nv))
     for i in range(n - 1):
         mujoco.mj_differentiatePos(model, v[i], 1.0 / fps, q[i], q[i + 1])
+    v_raw = v.copy()
     if lib.velocity_smoothing > 0 and n > 2:  # the library's own filter, over this motion's n - 1 differences
         edges = torch.zeros(n - 1, dtype=torch.long), torch.full((n - 1,), n - 2, dtype=torch.long)
         v[: n - 1] = smooth_over_time(torch.from_numpy(v[: n - 1]), *edges, lib.velocity_smoothing).numpy()
-    cop, vertical, shortfall = np.full(n, np.nan), np.zeros(n), np.zeros(n)
-    for i in range(1, n - 1):
-        data.qpos[:], data.qvel[:] = q[i], 0.5 * (v[i - 1] + v[i])
-        data.qacc[:] = (v[i] - v[i - 1]) * fps
+    corners = np.zeros((n, 8 * len(feet), 3))
+    force, torque = np.zeros((n, 3)), np.zeros((n, 3))
+    for i in range(n):
+        data.qpos[:] = q[i]
+        if 0 < i < n - 1:
+            data.qvel[:] = 0.5 * (v[i - 1] + v[i])
+            data.qacc[:] = (v[i] - v[i - 1]) * fps
+            mujoco.mj_inverse(model, data)
+            force[i] = data.qfrc_inverse[:3]
+            torque[i] = data.xmat[1].reshape(3, 3) @ data.qfrc_inverse[3:6]  # the free joint's moment is local
+        else:  # no central difference at the ends, but their corners time the neighbours' speeds
+            mujoco.mj_kinematics(model, data)
+        corners[i] = np.concatenate([_box_corners(data, model, g) for g in feet])
+    support = support_corners(corners, fps, rule)
+    flight = ~support.any(1)
+    raw = np.zeros((n, 3))  # the flight frames' force from raw central differences
+    for i in np.flatnonzero(flight[1:-1]) + 1:
+        data.qpos[:], data.qvel[:] = q[i], 0.5 * (v_raw[i - 1] + v_raw[i])
+        data.qacc[:] = (v_raw[i] - v_raw[i - 1]) * fps
         mujoco.mj_inverse(model, data)
-        force = data.qfrc_inverse[:3].copy()
-        vertical[i] = force[2] / weight
-        torque = data.xmat[1].reshape(3, 3) @ data.qfrc_inverse[3:6]  # the free joint's moment is pelvis-local
-        corners = np.concatenate([_box_corners(data, model, g) for g in feet])
-        down = corners[corners[:, 2] < contact_height]
-        if len(down) == 0:
-            shortfall[i] = float(np.linalg.norm(force)) / weight
+        raw[i] = data.qfrc_inverse[:3]
+    in_flight = np.linalg.norm(flight_forces(raw, flight, lib.velocity_smoothing), axis=1) / weight
+    cop, shortfall = np.full(n, np.nan), np.zeros(n)
+    for i in range(1, n - 1):
+        f = force[i]
+        if flight[i]:
+            shortfall[i] = in_flight[i]
             continue
-        push = max(force[2], 0.0)
-        shortfall[i] = (max(-force[2], 0.0) + max(np.hypot(force[0], force[1]) - friction * push, 0.0)) / weight
-        if force[2] <= 0:
+        push = max(f[2], 0.0)
+        shortfall[i] = (max(-f[2], 0.0) + max(np.hypot(f[0], f[1]) - friction * push, 0.0)) / weight
+        if f[2] <= 0:
             cop[i] = np.inf
             continue
         o = q[i, :3]  # the moment is about the pelvis origin: shift it to the floor plane z = 0
-        px = o[0] - (torque[1] + o[2] * force[0]) / force[2]
-        py = o[1] + (torque[0] - o[2] * force[1]) / force[2]
-        point = np.array([px, py])
-        cop[i] = hull_distance(down[:, :2], point)
-    return GroundNeeds(cop, vertical, shortfall)
+        px = o[0] - (torque[i, 1] + o[2] * f[0]) / f[2]
+        py = o[1] + (torque[i, 0] - o[2] * f[1]) / f[2]
+        # A central difference spans frames i - 1..i + 1, so its wrench may push from the feet of any of them
+        # (a toe-off or heel strike between two frames): their support corners together make the polygon.
+        span = slice(i - 1, i + 2)
+        cop[i] = hull_distance(corners[span][support[span]][:, :2], np.array([px, py]))
+    vertical = force[:, 2] / weight
+    return GroundNeeds(cop, vertical, shortfall, flight)
 
 
 def _without_contacts(model: mujoco.MjModel) -> mujoco.MjModel:
@@ -184,7 +287,7 @@ def stretches(bad: np.ndarray, moment: np.ndarray) -> List[Stretch]:
 def dynamics_findings(
     lib: MotionLibrary,
     model: mujoco.MjModel,
-    contact_height: float = DEFAULT_CONTACT_HEIGHT,
+    rule: ContactRule = ContactRule(),
     cop_tolerance: float = DEFAULT_COP_TOLERANCE,
     force_tolerance: float = DEFAULT_FORCE_TOLERANCE,
     max_listed: int = 3,
@@ -192,7 +295,7 @@ def dynamics_findings(
     """``(motion_id, text)`` for every motion of ``lib`` with frames the feet cannot give the forces for."""
     found = []
     for mid in range(lib.num_motions):
-        needs = ground_needs(lib, mid, model, contact_height)
+        needs = ground_needs(lib, mid, model, rule)
         bad = infeasible_frames(needs, cop_tolerance, force_tolerance)
         runs = stretches(bad, needs.unbalanced_moment())
         if not runs:
