@@ -27,6 +27,7 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from phc_lightning.amp.config import AMPConfig, as_amp_config
 from phc_lightning.amp.learner import AMPLearner
 from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
 from phc_lightning.learner.hook_check import check_hooks_kept
 from phc_lightning.learner.iteration_hooks import IterationHooks
@@ -38,6 +39,7 @@ from phc_lightning.rl.networks import sample_actions
 from phc_lightning.rl.normalization import RunningNorm
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
 from phc_lightning.task.actions import ActionInterface
+from phc_lightning.task.mirror import Mirror
 from phc_lightning.task.observations import OBS_DIM
 
 Tensor = torch.Tensor
@@ -88,6 +90,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         recurrent: Optional[Literal["actor", "critic", "both"]] = None,
         lstm_hidden: PositiveInt = 512,
         mlp_dtype: Literal["float32", "bfloat16"] = "float32",
+        mirror_augment: bool = False,
         amp: AMPConfig = AMPConfig(),  # noqa: B008 - frozen, so one shared default is safe
     ) -> None:
         """Build networks and normalizer.
@@ -135,6 +138,9 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
             mlp_dtype: matrix-product dtype of the actor and critic MLPs (``bfloat16``: autocast, float32 weights;
                 PHC: float32). Rollout, update and evaluation all use it.
+            mirror_augment: train on every minibatch and its left-right mirror image (observations and actions
+                mirrored, the same advantages, returns and old log-probs; rsl_rl's symmetry augmentation), and
+                let the observation normalizer see both (PHC: off). Not with a recurrent policy.
             amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
                 in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
         """
@@ -150,6 +156,16 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
+        self.mirror: Optional[Mirror] = None
+        """Mirrors observations and actions when ``mirror_augment`` (:mod:`phc_lightning.task.mirror`)."""
+        if mirror_augment:
+            if recurrent:
+                raise ConfigError("model.mirror_augment: a recurrent policy's memory cannot be mirrored; "
+                                  "set model.recurrent null or model.mirror_augment false")
+            try:
+                self.mirror = Mirror(self.action_interface.controlled)
+            except ValueError as err:
+                raise ConfigError(f"model.mirror_augment: {err}") from None
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.
         self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
@@ -233,6 +249,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
     def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
         """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]`` (of every
         rank when several processes train, so all of them normalize identically)."""
+        if self.mirror is not None:  # symmetric statistics: the update sees both halves of its minibatches
+            obs = torch.cat([obs, self.mirror.obs(obs)])
         distributed.update_norm_across_ranks(self.obs_norm, obs)
         if self.value_norm is not None:
             distributed.update_norm_across_ranks(self.value_norm, returns.reshape(-1, 1))
@@ -264,6 +282,14 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     # ------------------------------------------------------------------ PPO update
 
+    def _with_mirror_image(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The minibatch followed by its mirror image: mirrored observations and actions with the same log-probs,
+        values, advantages and returns (a symmetric task gives the mirrored action the same value)."""
+        out = {key: torch.cat([value, value]) for key, value in batch.items() if key in BATCH_KEYS}
+        out["obs"] = torch.cat([batch["obs"], self.mirror.obs(batch["obs"])])
+        out["actions"] = torch.cat([batch["actions"], self.mirror.actions(batch["actions"])])
+        return out
+
     def compute_losses(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Forward a minibatch and compute the total loss and every logged term.
 
@@ -278,6 +304,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         if missing:
             raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
         hp = self.hparams
+        if self.mirror is not None:
+            batch = self._with_mirror_image(batch)
         obs_norm = self._normalize(batch["obs"])
         # new_values in critic units: normalized returns when normalize_value
         if self.recurrent_state_size:  # whole segments, replayed from their stored start states
