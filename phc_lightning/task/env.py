@@ -370,6 +370,8 @@ class HumanoidTracking:
         cfg = self.config
         if self.eval_mode:
             failed = eval_failure(body_pos, ref_body_pos, skeleton.EVAL_BODIES, cfg.eval_failure_distance)
+        elif cfg.enable_early_termination and cfg.termination_body_mean:
+            failed = eval_failure(body_pos, ref_body_pos, skeleton.EVAL_BODIES, cfg.termination_distance)
         elif cfg.enable_early_termination:
             failed = train_failure(body_pos, ref_body_pos, cfg.termination_distance)
         else:
