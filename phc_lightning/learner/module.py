@@ -304,6 +304,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         if missing:
             raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
         hp = self.hparams
+        collected = batch["logprobs"].shape[0]  # the rows the policy collected (the rest: their mirror image)
         if self.mirror is not None:
             batch = self._with_mirror_image(batch)
         obs_norm = self._normalize(batch["obs"])
@@ -326,7 +327,11 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
         loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss
 
-        old_approx_kl, approx_kl = ppo.approx_kl(new_logprob, batch["logprobs"])
+        # The trust-region diagnostics (early stop, adaptive lr) are of the collected rows only: a mirror image's
+        # behaviour log-prob is its original's, far from the current policy while it is not yet symmetric (rsl_rl
+        # measures its KL on the original samples too).
+        own, old = new_logprob[:collected], batch["logprobs"][:collected]
+        old_approx_kl, approx_kl = ppo.approx_kl(own, old)
         out = {
             "loss": loss,
             "policy": pg_loss,
@@ -335,7 +340,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             "bound": b_loss,
             "approx_kl": approx_kl,
             "old_approx_kl": old_approx_kl,
-            "clipfrac": ppo.clip_fraction(new_logprob, batch["logprobs"], hp.clip_coef),
+            "clipfrac": ppo.clip_fraction(own, old, hp.clip_coef),
             "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
         }
         if self.l2_anchor is not None:

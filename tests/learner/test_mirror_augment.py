@@ -61,3 +61,14 @@ def test_a_recurrent_policy_or_unpaired_hinges_cannot_be_mirrored() -> None:
         PHCModule(actor_hidden=(8,), critic_hidden=(8,), recurrent="actor", lstm_hidden=8, mirror_augment=True)
     with pytest.raises(ConfigError, match="model.mirror_augment: .*missing twins"):
         PHCModule(actor_hidden=(8,), critic_hidden=(8,), frozen_bodies=("L_Hand",), mirror_augment=True)
+
+
+def test_the_trust_region_is_measured_on_the_collected_rows_only() -> None:
+    on, off = module(True), module(False)
+    off.load_state_dict(on.state_dict())
+    batch = minibatch(on)
+    both, own = on.compute_losses(batch), off.compute_losses(batch)
+    # the policy that collected the batch: no KL and nothing clipped, whatever its mirror image's log-probs say
+    for key in ("approx_kl", "old_approx_kl", "clipfrac"):
+        torch.testing.assert_close(both[key], own[key])
+    assert float(both["approx_kl"]) < 1e-6
