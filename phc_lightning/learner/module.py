@@ -27,7 +27,6 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from phc_lightning.amp.config import AMPConfig, as_amp_config
 from phc_lightning.amp.learner import AMPLearner
 from phc_lightning.core import skeleton
-from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
 from phc_lightning.learner.hook_check import check_hooks_kept
 from phc_lightning.learner.iteration_hooks import IterationHooks
@@ -39,7 +38,7 @@ from phc_lightning.rl.networks import sample_actions
 from phc_lightning.rl.normalization import RunningNorm
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
 from phc_lightning.task.actions import ActionInterface
-from phc_lightning.task.mirror import Mirror
+from phc_lightning.task.mirror import mirror_for_policy
 from phc_lightning.task.observations import OBS_DIM
 
 Tensor = torch.Tensor
@@ -156,16 +155,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
-        self.mirror: Optional[Mirror] = None
-        """Mirrors observations and actions when ``mirror_augment`` (:mod:`phc_lightning.task.mirror`)."""
-        if mirror_augment:
-            if recurrent:
-                raise ConfigError("model.mirror_augment: a recurrent policy's memory cannot be mirrored; "
-                                  "set model.recurrent null or model.mirror_augment false")
-            try:
-                self.mirror = Mirror(self.action_interface.controlled)
-            except ValueError as err:
-                raise ConfigError(f"model.mirror_augment: {err}") from None
+        self.mirror = mirror_for_policy(mirror_augment, self.action_interface.controlled, recurrent)
+        """Mirrors observations and actions when ``mirror_augment`` (:mod:`phc_lightning.task.mirror`), else None."""
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.
         self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
@@ -282,14 +273,6 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
 
     # ------------------------------------------------------------------ PPO update
 
-    def _with_mirror_image(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """The minibatch followed by its mirror image: mirrored observations and actions with the same log-probs,
-        values, advantages and returns (a symmetric task gives the mirrored action the same value)."""
-        out = {key: torch.cat([value, value]) for key, value in batch.items() if key in BATCH_KEYS}
-        out["obs"] = torch.cat([batch["obs"], self.mirror.obs(batch["obs"])])
-        out["actions"] = torch.cat([batch["actions"], self.mirror.actions(batch["actions"])])
-        return out
-
     def compute_losses(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Forward a minibatch and compute the total loss and every logged term.
 
@@ -306,7 +289,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         hp = self.hparams
         collected = batch["logprobs"].shape[0]  # the rows the policy collected (the rest: their mirror image)
         if self.mirror is not None:
-            batch = self._with_mirror_image(batch)
+            batch = self.mirror.with_image(batch, BATCH_KEYS)
         obs_norm = self._normalize(batch["obs"])
         # new_values in critic units: normalized returns when normalize_value
         if self.recurrent_state_size:  # whole segments, replayed from their stored start states

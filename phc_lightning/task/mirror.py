@@ -22,11 +22,12 @@ millimetres different, which is what makes mirroring a data augmentation and not
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.sim.base import SimState
 from phc_lightning.task.observations import OBS_DIM
 
@@ -133,6 +134,33 @@ class Mirror:
         left-right symmetric, so scaled and unscaled actions mirror alike)."""
         _, _, index, sign = self._tables(actions.device)
         return actions[..., index] * sign.to(actions.dtype)
+
+
+    def with_image(self, batch: Dict[str, Tensor], keys: Sequence[str]) -> Dict[str, Tensor]:
+        """The rows of ``batch`` (its entries ``keys``) followed by their mirror image: mirrored ``obs`` and
+        ``actions``, every other entry repeated (a symmetric task gives the mirror image the same log-prob under the
+        mirrored behaviour, the same value, advantage and return)."""
+        out = {key: torch.cat([batch[key], batch[key]]) for key in keys}
+        out["obs"] = torch.cat([batch["obs"], self.obs(batch["obs"])])
+        out["actions"] = torch.cat([batch["actions"], self.actions(batch["actions"])])
+        return out
+
+
+def mirror_for_policy(enabled: bool, controlled: Tensor, recurrent: Optional[str]) -> Optional[Mirror]:
+    """The :class:`Mirror` of a policy trained with ``model.mirror_augment`` (None when off).
+
+    Raises:
+        ConfigError: a recurrent policy (its memory has no mirror image) or unpaired controlled hinges.
+    """
+    if not enabled:
+        return None
+    if recurrent:
+        raise ConfigError("model.mirror_augment: a recurrent policy's memory cannot be mirrored; "
+                          "set model.recurrent null or model.mirror_augment false")
+    try:
+        return Mirror(controlled)
+    except ValueError as err:
+        raise ConfigError(f"model.mirror_augment: {err}") from None
 
 
 def mirror_state(state: SimState) -> SimState:
