@@ -155,7 +155,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
-        self.mirror = mirror_for_policy(mirror_augment, self.action_interface.controlled, recurrent)
+        self.mirror = mirror_for_policy(mirror_augment, self.action_interface.controlled, recurrent, obs_dim)
         """Mirrors observations and actions when ``mirror_augment`` (:mod:`phc_lightning.task.mirror`), else None."""
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Dict
+from typing import Dict, Tuple
 
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.task.rewards import (
@@ -48,6 +48,9 @@ class TaskConfig:
             ``termination_distance`` (the evaluation's rule) instead of any single body (PHC: false).
         eval_failure_distance: evaluation failure when the mean over the 20 eval bodies exceeds this, m.
         termination_grace_steps: failure is only tested once more than this many steps ran (PHC: 1).
+        future_steps: control steps ahead of the reference frames the observation describes: the first must be 1
+            (PHC's one future frame, which residual actions aim at); more give the policy a look ahead, each adding
+            576 task features (the observation grows from 934).
         start_init_prob: share of training resets that start at the beginning of their motion rather than at a
             uniform random time (ASE/AMP's hybrid state init; PHC: 0, every reset at a random time). Evaluation
             starts every motion at 0, and a start from rest can be the hardest part of a clip to learn.
@@ -77,6 +80,7 @@ class TaskConfig:
     termination_body_mean: bool = False
     eval_failure_distance: float = 0.5
     termination_grace_steps: int = 1
+    future_steps: Tuple[int, ...] = (1,)
     start_init_prob: float = 0.0
     adaptive_start: bool = False
     adaptive_bin_seconds: float = 1.0
@@ -87,9 +91,14 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         """Reject values that would silently give a meaningless reward or termination."""
+        steps = tuple(self.future_steps)
+        whole = all(isinstance(s, int) and not isinstance(s, bool) for s in steps)
+        if not (steps and whole and steps[0] == 1 and all(b > a for a, b in zip(steps, steps[1:]))):
+            raise ConfigError(f"data.task.future_steps: increasing whole numbers of control steps starting with 1, "
+                              f"got {self.future_steps!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool):
+            if isinstance(value, (bool, tuple, list)):
                 continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"data.task.{f.name}: must be a finite number >= 0, got {value!r}")

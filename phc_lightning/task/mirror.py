@@ -29,7 +29,7 @@ import torch
 from phc_lightning.core import skeleton
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.sim.base import SimState
-from phc_lightning.task.observations import OBS_DIM
+from phc_lightning.task.observations import OBS_DIM, SELF_OBS_DIM, TASK_OBS_DIM
 
 Tensor = torch.Tensor
 
@@ -62,9 +62,17 @@ def _per_body(bodies: Sequence[int], signs: Sequence[float]) -> Tuple[list, list
     return index, sign
 
 
-def _obs_mirror() -> Tuple[Tensor, Tensor]:
-    """``(index, sign)`` with ``mirrored = obs[..., index] * sign`` for the 934-dim observation (layout in
-    :mod:`phc_lightning.task.observations`)."""
+def obs_mirror(obs_dim: int = OBS_DIM) -> Tuple[Tensor, Tensor]:
+    """``(index, sign)`` with ``mirrored = obs[..., index] * sign`` for an observation of ``obs_dim`` features: the
+    self features, then the task features of one or more reference frames (layout in
+    :mod:`phc_lightning.task.observations`).
+
+    Raises:
+        ValueError: ``obs_dim`` is not the size of such an observation.
+    """
+    frames, rest = divmod(obs_dim - SELF_OBS_DIM, TASK_OBS_DIM)
+    if frames < 1 or rest:
+        raise ValueError(f"no observation layout has {obs_dim} features (934 + 576 per extra reference frame)")
     every = list(range(skeleton.NUM_BODIES))
     blocks = [
         ([0], [1.0]),                          # root height
@@ -72,6 +80,8 @@ def _obs_mirror() -> Tuple[Tensor, Tensor]:
         _per_body(every, _TAN_NORM),           # rotations
         _per_body(every, _POLAR),              # linear velocities
         _per_body(every, _AXIAL),              # angular velocities
+    ]
+    blocks += frames * [
         _per_body(every, _POLAR),              # Δpos
         _per_body(every, _TAN_NORM),           # Δrot
         _per_body(every, _POLAR),              # Δvel
@@ -84,7 +94,7 @@ def _obs_mirror() -> Tuple[Tensor, Tensor]:
         index += [start + i for i in block_index]
         sign += block_sign
         start += len(block_index)
-    assert start == OBS_DIM, start
+    assert start == obs_dim, start
     return torch.tensor(index, dtype=torch.long), torch.tensor(sign)
 
 
@@ -94,19 +104,18 @@ def _dof_mirror() -> Tuple[Tensor, Tensor]:
     return torch.tensor(index, dtype=torch.long), torch.tensor(sign)
 
 
-OBS_MIRROR_INDEX, OBS_MIRROR_SIGN = _obs_mirror()
 DOF_MIRROR_INDEX, DOF_MIRROR_SIGN = _dof_mirror()
 
 
 class Mirror:
-    """Mirrors observations ``(..., 934)`` and actions ``(..., C)`` over the controlled hinges ``controlled``
+    """Mirrors observations ``(..., obs_dim)`` and actions ``(..., C)`` over the controlled hinges ``controlled``
     (``C`` indices into the 69 hinges, as :class:`~phc_lightning.task.actions.ActionInterface` keeps them).
 
     Raises:
         ValueError: the controlled hinges are not left-right symmetric (a body controlled without its twin).
     """
 
-    def __init__(self, controlled: Tensor) -> None:
+    def __init__(self, controlled: Tensor, obs_dim: int = OBS_DIM) -> None:
         controlled = controlled.long().cpu()
         position = {int(d): k for k, d in enumerate(controlled.tolist())}
         twins = DOF_MIRROR_INDEX[controlled].tolist()
@@ -115,17 +124,18 @@ class Mirror:
             raise ValueError(f"mirroring needs left-right symmetric controlled hinges; missing twins {missing}")
         self.action_index = torch.tensor([position[d] for d in twins], dtype=torch.long)
         self.action_sign = DOF_MIRROR_SIGN[controlled].clone()
+        self.obs_index, self.obs_sign = obs_mirror(obs_dim)
         self._on_device: Dict[torch.device, Tuple[Tensor, ...]] = {}
 
     def _tables(self, device: torch.device) -> Tuple[Tensor, ...]:
         if device not in self._on_device:
             self._on_device[device] = tuple(
-                t.to(device) for t in (OBS_MIRROR_INDEX, OBS_MIRROR_SIGN, self.action_index, self.action_sign)
+                t.to(device) for t in (self.obs_index, self.obs_sign, self.action_index, self.action_sign)
             )
         return self._on_device[device]
 
     def obs(self, obs: Tensor) -> Tensor:
-        """The observation of the mirrored state, ``(..., 934)``."""
+        """The observation of the mirrored state, ``(..., obs_dim)``."""
         index, sign, _, _ = self._tables(obs.device)
         return obs[..., index] * sign.to(obs.dtype)
 
@@ -146,7 +156,8 @@ class Mirror:
         return out
 
 
-def mirror_for_policy(enabled: bool, controlled: Tensor, recurrent: Optional[str]) -> Optional[Mirror]:
+def mirror_for_policy(enabled: bool, controlled: Tensor, recurrent: Optional[str], obs_dim: int = OBS_DIM
+                      ) -> Optional[Mirror]:
     """The :class:`Mirror` of a policy trained with ``model.mirror_augment`` (None when off).
 
     Raises:
@@ -158,7 +169,7 @@ def mirror_for_policy(enabled: bool, controlled: Tensor, recurrent: Optional[str
         raise ConfigError("model.mirror_augment: a recurrent policy's memory cannot be mirrored; "
                           "set model.recurrent null or model.mirror_augment false")
     try:
-        return Mirror(controlled)
+        return Mirror(controlled, obs_dim)
     except ValueError as err:
         raise ConfigError(f"model.mirror_augment: {err}") from None
 

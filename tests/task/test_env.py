@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.core.rotations import quat_from_axis_angle, quat_mul
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.motion.raw_motion import RawMotion
@@ -230,6 +231,30 @@ def test_the_root_term_is_off_by_default_and_rewards_closeness_of_the_root(motio
     assert info["rewards/root_pos"][0] == pytest.approx(0.2, abs=0.01)
     assert info["rewards/root_pos"][1] == pytest.approx(0.2 * math.exp(-0.4), abs=0.01)
     env.close()
+
+
+def test_future_steps_append_the_task_features_of_each_later_reference_frame(motions):
+    from phc_lightning.task.observations import OBS_DIM, TASK_OBS_DIM, compute_task_obs
+
+    assert make_env(motions).obs_dim == OBS_DIM
+    env = make_env(motions, future_steps=(1, 5))
+    assert env.obs_dim == OBS_DIM + TASK_OBS_DIM
+    obs = env.reset()
+    sim = env.backend.state()
+    ahead = motions.get_state(env.motion_ids, env.motion_times + 5 * env.control_dt)
+    torch.testing.assert_close(obs[:, OBS_DIM:], compute_task_obs(sim, ahead))
+    # the first 934 features are exactly the one-frame observation
+    torch.testing.assert_close(obs[:, :OBS_DIM], compute_obs(sim, motions.get_state(env.motion_ids,
+                                                                                    env.motion_times + env.control_dt)))
+    result = env.step(zero_actions())
+    assert result.obs.shape == result.final_obs.shape == (NUM_ENVS, OBS_DIM + TASK_OBS_DIM)
+    env.close()
+
+
+@pytest.mark.parametrize("steps", [(), (2,), (1, 1), (1, 4, 3), (1, 2.5)])
+def test_future_steps_must_start_at_the_next_frame_and_increase(steps):
+    with pytest.raises(ConfigError, match="data.task.future_steps"):
+        TaskConfig(future_steps=steps)
 
 
 def test_same_seed_reproduces_motions_and_start_times_and_rng_state_restores(motions):

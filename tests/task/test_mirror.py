@@ -11,7 +11,7 @@ from phc_lightning.core.rotations import quat_mul
 from phc_lightning.motion import fk
 from phc_lightning.task.actions import ActionInterface
 from phc_lightning.task.mirror import BODY_MIRROR, Mirror, mirror_state
-from phc_lightning.task.observations import OBS_DIM, compute_obs
+from phc_lightning.task.observations import OBS_DIM, TASK_OBS_DIM, compute_obs, compute_task_obs
 from tests.task.test_terms import random_state
 
 
@@ -30,6 +30,19 @@ def test_the_observation_of_the_mirrored_states_is_the_mirrored_observation() ->
     torch.testing.assert_close(mirror.obs(obs), mirrored, atol=1e-5, rtol=1e-5)
     # a non-trivial map: most entries change under it
     assert (mirror.obs(obs) - obs).abs().gt(1e-3).float().mean() > 0.5
+
+
+def test_with_a_look_ahead_every_reference_frame_mirrors_alike() -> None:
+    sim, near, far = random_state(seed=6), random_state(seed=7), random_state(seed=8)
+    mirror = Mirror(ActionInterface().controlled, obs_dim=OBS_DIM + TASK_OBS_DIM)
+
+    def observe(s, r1, r2):
+        return torch.cat([compute_obs(s, r1), compute_task_obs(s, r2)], dim=-1)
+
+    torch.testing.assert_close(mirror.obs(observe(sim, near, far)),
+                               observe(*(mirror_state(x) for x in (sim, near, far))), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="no observation layout has 1000 features"):
+        Mirror(ActionInterface().controlled, obs_dim=1000)
 
 
 def test_mirrored_hinge_angles_encode_the_mirrored_local_rotations() -> None:
