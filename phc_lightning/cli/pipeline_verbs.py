@@ -39,6 +39,10 @@ def add_motion_verbs(motions: Any) -> None:
     convert.add_argument("--workers", type=int, default=None, help="processes (default: one per core, at most 8)")
     convert.add_argument("--fps", type=float, default=30.0, help="frame rate of the written motions")
     convert.add_argument("--min_frames", type=int, default=10, help="skip motions shorter than this at --fps")
+    convert.add_argument("--keys", nargs="+", default=None, metavar="PATTERN",
+                         help="keep only motions whose key matches one of these shell patterns, e.g. '*walk*'")
+    convert.add_argument("--exclude", nargs="+", default=(), metavar="PATTERN",
+                         help="drop motions whose key matches one of these patterns (e.g. held-out clips)")
     validate = motions.add_parser("validate", help="per-motion checks; exit code 1 when any check fails")
     validate.add_argument("file")
     validate.add_argument("--floor_tolerance", type=float, default=0.05, help="metres below z = 0 allowed")
@@ -89,7 +93,8 @@ def run_pipeline_verb(ns: argparse.Namespace) -> int:
     if ns.action == "convert":
         from phc_lightning.motion.convert import convert_motions
 
-        report = convert_motions(ns.src, ns.out, ns.split, ns.workers, ns.fps, ns.min_frames)
+        report = convert_motions(ns.src, ns.out, ns.split, ns.workers, ns.fps, ns.min_frames, keys=ns.keys,
+                                 exclude=ns.exclude)
         print(f"wrote {report.out}: {report.motions} motions, {report.frames} frames at {ns.fps:g} fps; "
               f"{len(report.skipped)} file(s) skipped, {report.outside_split} outside split {ns.split!r}")  # fmt: skip
         return 0

@@ -38,6 +38,7 @@ from phc_lightning.rl.networks import sample_actions
 from phc_lightning.rl.normalization import RunningNorm
 from phc_lightning.rl.recurrent import STARTS_KEY, STATE_KEY, check_state, critic_modules, make_actor_critic
 from phc_lightning.task.actions import ActionInterface
+from phc_lightning.task.mirror import mirror_for_policy
 from phc_lightning.task.observations import OBS_DIM
 
 Tensor = torch.Tensor
@@ -88,6 +89,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         recurrent: Optional[Literal["actor", "critic", "both"]] = None,
         lstm_hidden: PositiveInt = 512,
         mlp_dtype: Literal["float32", "bfloat16"] = "float32",
+        mirror_augment: bool = False,
         amp: AMPConfig = AMPConfig(),  # noqa: B008 - frozen, so one shared default is safe
     ) -> None:
         """Build networks and normalizer.
@@ -135,6 +137,9 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             lstm_hidden: LSTM hidden size (DESIGN: 512, 1 layer); unused without ``recurrent``.
             mlp_dtype: matrix-product dtype of the actor and critic MLPs (``bfloat16``: autocast, float32 weights;
                 PHC: float32). Rollout, update and evaluation all use it.
+            mirror_augment: train on every minibatch and its left-right mirror image (observations and actions
+                mirrored, the same advantages, returns and old log-probs; rsl_rl's symmetry augmentation), and
+                let the observation normalizer see both (PHC: off). Not with a recurrent policy.
             amp: adversarial motion prior (off by default): ``--model.amp.enabled true``; a nested ``amp:`` block
                 in YAML (:class:`~phc_lightning.amp.config.AMPConfig`).
         """
@@ -150,6 +155,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.automatic_optimization = False
         self.action_interface = ActionInterface(residual_actions, action_scale, dof_action_scale, frozen_bodies)
         self.action_dim = self.action_interface.num_actions
+        self.mirror = mirror_for_policy(mirror_augment, self.action_interface.controlled, recurrent, obs_dim)
+        """Mirrors observations and actions when ``mirror_augment`` (:mod:`phc_lightning.task.mirror`), else None."""
         self.obs_norm = RunningNorm(obs_dim, clip=obs_clip)
         # Returns are unbounded in principle: no clip, only the scaling.
         self.value_norm = RunningNorm(1, clip=float("inf")) if normalize_value else None
@@ -233,6 +240,8 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
     def update_normalizers(self, obs: Tensor, returns: Tensor) -> None:
         """After an iteration's update: merge its raw observations ``[B, obs_dim]`` and returns ``[B]`` (of every
         rank when several processes train, so all of them normalize identically)."""
+        if self.mirror is not None:  # symmetric statistics: the update sees both halves of its minibatches
+            obs = torch.cat([obs, self.mirror.obs(obs)])
         distributed.update_norm_across_ranks(self.obs_norm, obs)
         if self.value_norm is not None:
             distributed.update_norm_across_ranks(self.value_norm, returns.reshape(-1, 1))
@@ -278,6 +287,9 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         if missing:
             raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
         hp = self.hparams
+        collected = batch["logprobs"].shape[0]  # the rows the policy collected (the rest: their mirror image)
+        if self.mirror is not None:
+            batch = self.mirror.with_image(batch, BATCH_KEYS)
         obs_norm = self._normalize(batch["obs"])
         # new_values in critic units: normalized returns when normalize_value
         if self.recurrent_state_size:  # whole segments, replayed from their stored start states
@@ -298,7 +310,11 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
         loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss
 
-        old_approx_kl, approx_kl = ppo.approx_kl(new_logprob, batch["logprobs"])
+        # The trust-region diagnostics (early stop, adaptive lr) are of the collected rows only: a mirror image's
+        # behaviour log-prob is its original's, far from the current policy while it is not yet symmetric (rsl_rl
+        # measures its KL on the original samples too).
+        own, old = new_logprob[:collected], batch["logprobs"][:collected]
+        old_approx_kl, approx_kl = ppo.approx_kl(own, old)
         out = {
             "loss": loss,
             "policy": pg_loss,
@@ -307,7 +323,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             "bound": b_loss,
             "approx_kl": approx_kl,
             "old_approx_kl": old_approx_kl,
-            "clipfrac": ppo.clip_fraction(new_logprob, batch["logprobs"], hp.clip_coef),
+            "clipfrac": ppo.clip_fraction(own, old, hp.clip_coef),
             "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
         }
         if self.l2_anchor is not None:

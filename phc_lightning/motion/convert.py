@@ -11,6 +11,7 @@ joined with ``_``), so keys of PHC's own lists (e.g. its occlusion list) match.
 
 from __future__ import annotations
 
+import fnmatch
 import multiprocessing
 import os
 import zipfile
@@ -112,6 +113,8 @@ def convert_motions(
     target_fps: float = DEFAULT_FPS,
     min_frames: int = DEFAULT_MIN_FRAMES,
     console: Optional[Console] = None,
+    keys: Optional[Sequence[str]] = None,
+    exclude: Sequence[str] = (),
 ) -> ConversionReport:
     """Convert ``src`` (directory tree or one file) into the native file ``out``; see the module docstring.
 
@@ -123,6 +126,9 @@ def convert_motions(
         target_fps: frame rate of the written motions.
         min_frames: motions with fewer frames at ``target_fps`` are skipped.
         console: where the progress bar and the skipped-file list go.
+        keys: keep only the motions whose key matches one of these shell patterns (``fnmatch``, e.g.
+            ``'*walk_turn*'``); None keeps all. A pattern that matches nothing is an error.
+        exclude: then drop the motions whose key matches one of these patterns (e.g. held-out clips).
 
     Raises:
         MotionFileError: ``src`` is missing, ``out`` is not a ``.npz``, or no motion could be converted (the
@@ -152,11 +158,30 @@ def convert_motions(
     if not motions:
         first = report.skipped[0][1] if report.skipped else "nothing to convert"
         raise MotionFileError(f"{src_path}: no motion could be converted ({first})")
+    motions = select_motions(src_path, motions, keys, exclude)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_motions_npz(out_path, motions)
     report.motions = len(motions)
     report.frames = int(sum(m.num_frames for m in motions))
     return report
+
+
+def select_motions(src: PathLike, motions: List[RawMotion], keys: Optional[Sequence[str]],
+                   exclude: Sequence[str]) -> List[RawMotion]:
+    """The motions whose key matches a pattern of ``keys`` (all when None) and none of ``exclude``, in order.
+
+    Raises:
+        MotionFileError: a pattern matches no motion, or nothing is left.
+    """
+    for flag, patterns in (("--keys", keys or ()), ("--exclude", exclude)):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(m.key, pattern) for m in motions):
+                raise MotionFileError(f"{src}: {flag} {pattern!r} matches no motion key")
+    kept = [m for m in motions if (keys is None or any(fnmatch.fnmatchcase(m.key, p) for p in keys))
+            and not any(fnmatch.fnmatchcase(m.key, p) for p in exclude)]
+    if not kept:
+        raise MotionFileError(f"{src}: --keys / --exclude leave no motion")
+    return kept
 
 
 def _run(jobs: Sequence[Job], target_fps: float, min_frames: int, workers: Optional[int],

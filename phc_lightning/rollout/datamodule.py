@@ -33,7 +33,7 @@ from phc_lightning.rollout.dataset import RolloutDataset
 from phc_lightning.sim.factory import make_backend
 from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.env import HumanoidTracking
-from phc_lightning.task.observations import OBS_DIM
+from phc_lightning.task.observations import observation_size
 
 UnitIntervalLeftOpen = restricted_number_type("UnitIntervalLeftOpen", float, [(">", 0), ("<=", 1)])
 
@@ -116,7 +116,7 @@ class PHCDataModule(L.LightningDataModule):
         self.amp = as_amp_config(amp)
         self.hparams["amp"] = self.amp.as_dict()
         self.motion_file = motion_file or BUNDLED_MOTIONS
-        self.obs_dim = OBS_DIM
+        self.obs_dim = observation_size(len(task.future_steps))
         self.motions: Optional[MotionLibrary] = None
         self.env: Optional[HumanoidTracking] = None
         self.rollout: Optional[RolloutDataset] = None

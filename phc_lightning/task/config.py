@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Dict
+from typing import Dict, Tuple
 
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.task.rewards import (
@@ -20,6 +20,7 @@ from phc_lightning.task.rewards import (
     body_rot_reward,
     body_vel_reward,
     power_penalty,
+    root_pos_reward,
 )
 
 
@@ -36,12 +37,20 @@ class TaskConfig:
         k_vel: sharpness of the body linear velocity term, s²/m².
         w_ang_vel: weight of the body angular velocity term.
         k_ang_vel: sharpness of the body angular velocity term, s²/rad².
+        w_root_pos: weight of the root position term ``exp(−k_root_pos·|Δroot|²)`` (0: off, PHC); a wide kernel
+            that keeps pointing back to the reference when the policy had to leave it.
+        k_root_pos: sharpness of the root position term, 1/m².
         power_coef: weight of the power penalty (reward −power_coef·Σ|τ·q̇|); 0 disables it.
         power_free_steps: first steps of an episode exempt from the power penalty.
         enable_early_termination: end training episodes when tracking fails (PHC default True).
         termination_distance: training failure when any body is farther than this from the reference, m.
+        termination_body_mean: training failure when the *mean* distance of the 20 evaluation bodies exceeds
+            ``termination_distance`` (the evaluation's rule) instead of any single body (PHC: false).
         eval_failure_distance: evaluation failure when the mean over the 20 eval bodies exceeds this, m.
         termination_grace_steps: failure is only tested once more than this many steps ran (PHC: 1).
+        future_steps: control steps ahead of the reference frames the observation describes: the first must be 1
+            (PHC's one future frame, which residual actions aim at); more give the policy a look ahead, each adding
+            576 task features (the observation grows from 934).
         start_init_prob: share of training resets that start at the beginning of their motion rather than at a
             uniform random time (ASE/AMP's hybrid state init; PHC: 0, every reset at a random time). Evaluation
             starts every motion at 0, and a start from rest can be the hardest part of a clip to learn.
@@ -62,12 +71,16 @@ class TaskConfig:
     k_vel: float = 0.1
     w_ang_vel: float = 0.1
     k_ang_vel: float = 0.1
+    w_root_pos: float = 0.0
+    k_root_pos: float = 10.0
     power_coef: float = 0.0005
     power_free_steps: int = 3
     enable_early_termination: bool = True
     termination_distance: float = 0.25
+    termination_body_mean: bool = False
     eval_failure_distance: float = 0.5
     termination_grace_steps: int = 1
+    future_steps: Tuple[int, ...] = (1,)
     start_init_prob: float = 0.0
     adaptive_start: bool = False
     adaptive_bin_seconds: float = 1.0
@@ -78,9 +91,14 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         """Reject values that would silently give a meaningless reward or termination."""
+        steps = tuple(self.future_steps)
+        whole = all(isinstance(s, int) and not isinstance(s, bool) for s in steps)
+        if not (steps and whole and steps[0] == 1 and all(b > a for a, b in zip(steps, steps[1:]))):
+            raise ConfigError(f"data.task.future_steps: increasing whole numbers of control steps starting with 1, "
+                              f"got {self.future_steps!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool):
+            if isinstance(value, (bool, tuple, list)):
                 continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"data.task.{f.name}: must be a finite number >= 0, got {value!r}")
@@ -107,6 +125,9 @@ class TaskConfig:
                 body_angvel_reward, self.w_ang_vel, ("body_angvel", "ref_body_angvel"), {"k": self.k_ang_vel}
             ),
         }
+        if self.w_root_pos > 0:  # absent at 0, so PHC's table (and its logged terms) stays as it was
+            terms["root_pos"] = RewardTerm(root_pos_reward, self.w_root_pos, ("body_pos", "ref_body_pos"),
+                                           {"k": self.k_root_pos})
         if self.power_coef > 0:
             terms["power"] = RewardTerm(
                 power_penalty,

@@ -26,7 +26,7 @@ from phc_lightning.core import rng, skeleton
 from phc_lightning.core.threads import one_cpu_thread
 from phc_lightning.sim.base import PhysicsBackend, SimState
 from phc_lightning.task.config import TaskConfig
-from phc_lightning.task.observations import OBS_DIM, compute_obs
+from phc_lightning.task.observations import compute_obs, compute_task_obs, observation_size
 from phc_lightning.task.rewards import RewardManager, reward_inputs
 from phc_lightning.task.start_sampling import AdaptiveStartSampler
 from phc_lightning.task.terminations import eval_failure, motion_finished, train_failure
@@ -80,7 +80,7 @@ class HumanoidTracking:
 
     Attributes:
         num_envs: number of envs N (the backend's).
-        obs_dim: 934.
+        obs_dim: 934, plus 576 per extra future reference frame (``config.future_steps``).
         num_dofs: 69, the size of the PD targets :meth:`step` takes.
         device: where every tensor lives (the backend's device).
         motion_ids: ``(N,)`` long, the motion each env tracks.
@@ -92,7 +92,6 @@ class HumanoidTracking:
             add their offsets to these).
     """
 
-    obs_dim: int = OBS_DIM
     num_dofs: int = skeleton.NUM_DOFS
 
     def __init__(
@@ -121,6 +120,9 @@ class HumanoidTracking:
         if _canonical(motions.device) != self.device:
             raise ValueError(f"HumanoidTracking: motion library on {motions.device} but backend on {self.device}")
         self.control_dt = float(backend.control_dt)
+        self.obs_dim = observation_size(len(config.future_steps))
+        # offsets of the extra reference frames beyond the next one, seconds
+        self._lookahead = [step * self.control_dt for step in config.future_steps[1:]]
         self.eval_mode = False
         self.generator = rng.new_generator(seed, self.device)
         self.state_features = state_features
@@ -356,20 +358,29 @@ class HumanoidTracking:
         self.backend.set_state_from(env_ids, self.motions.get_state(ids, times))
 
     def _observe(self, sim: SimState, env_ids: Optional[Tensor] = None) -> Tensor:
-        """Observation ``(K, 934)`` of envs ``env_ids`` (all if None) against the next reference frame (t + dt)."""
+        """Observation ``(K, obs_dim)`` of envs ``env_ids`` (all if None) against the next reference frame (t + dt),
+        then the task features of each further frame of ``config.future_steps``."""
+        ids, times = self.motion_ids, self.motion_times
+        if env_ids is not None:
+            ids, times, sim = ids[env_ids], times[env_ids], _rows(sim, env_ids)
+        ref_next = self.motions.get_state(ids, times + self.control_dt)
         if env_ids is None:
-            ref_next = self.motions.get_state(self.motion_ids, self.motion_times + self.control_dt)
             self.ref_next_dof_pos = ref_next.dof_pos
-            return compute_obs(sim, ref_next)
-        ref_next = self.motions.get_state(self.motion_ids[env_ids], self.motion_times[env_ids] + self.control_dt)
-        self.ref_next_dof_pos[env_ids] = ref_next.dof_pos
-        return compute_obs(_rows(sim, env_ids), ref_next)
+        else:
+            self.ref_next_dof_pos[env_ids] = ref_next.dof_pos
+        obs = compute_obs(sim, ref_next)
+        if not self._lookahead:
+            return obs
+        ahead = [compute_task_obs(sim, self.motions.get_state(ids, times + offset)) for offset in self._lookahead]
+        return torch.cat([obs, *ahead], dim=-1)
 
     def _failed(self, body_pos: Tensor, ref_body_pos: Tensor) -> Tensor:
         """``(N,)`` bool tracking failure under the current mode's rule, after the grace steps."""
         cfg = self.config
         if self.eval_mode:
             failed = eval_failure(body_pos, ref_body_pos, skeleton.EVAL_BODIES, cfg.eval_failure_distance)
+        elif cfg.enable_early_termination and cfg.termination_body_mean:
+            failed = eval_failure(body_pos, ref_body_pos, skeleton.EVAL_BODIES, cfg.termination_distance)
         elif cfg.enable_early_termination:
             failed = train_failure(body_pos, ref_body_pos, cfg.termination_distance)
         else:

@@ -41,6 +41,11 @@ TASK_OBS_DIM = 24 * skeleton.NUM_BODIES  # 576
 OBS_DIM = SELF_OBS_DIM + TASK_OBS_DIM  # 934
 
 
+def observation_size(num_future_frames: int = 1) -> int:
+    """Observation size with the task features of ``num_future_frames`` reference frames (PHC: 1, i.e. 934)."""
+    return SELF_OBS_DIM + TASK_OBS_DIM * num_future_frames
+
+
 def _expand_bodies(q: Tensor, num_bodies: int) -> Tensor:
     """``(N, 4)`` -> ``(N, B, 4)`` view for broadcasting a per-env rotation over bodies."""
     return q.unsqueeze(-2).expand(q.shape[0], num_bodies, 4)

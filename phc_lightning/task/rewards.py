@@ -32,6 +32,19 @@ def body_pos_reward(body_pos: Tensor, ref_body_pos: Tensor, k: float) -> Tensor:
     return torch.exp(-k * (ref_body_pos - body_pos).square().mean(dim=(-2, -1)))
 
 
+def root_pos_reward(body_pos: Tensor, ref_body_pos: Tensor, k: float) -> Tensor:
+    """``exp(−k · |Δp_root|²)``: how close the root (pelvis) is to the reference root, with a kernel wide enough
+    (k = 10/m²: 0.37 at 0.32 m) to still point back to the reference where the sharp all-body term is ~0
+    (BeyondMimic's anchor position term; not in PHC).
+
+    Args:
+        body_pos: simulated body positions ``(N, B, 3)``, body 0 the root.
+        ref_body_pos: reference body positions ``(N, B, 3)``.
+        k: sharpness, 1/m².
+    """
+    return torch.exp(-k * (ref_body_pos[:, 0] - body_pos[:, 0]).square().sum(dim=-1))
+
+
 def body_rot_reward(body_rot: Tensor, ref_body_rot: Tensor, k: float) -> Tensor:
     """``exp(−k · mean θ²)`` where θ is the angle of ``ref · sim⁻¹`` per body, mean over bodies.
 

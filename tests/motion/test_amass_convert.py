@@ -96,6 +96,22 @@ def test_phc_pkl_and_native_files_convert(tmp_path: Path) -> None:
     assert [m.key for m in load_motion_file(out)] == [m.key for m in load_motion_file(BUNDLED_MOTIONS)]
 
 
+def test_keys_and_exclude_select_motions_for_a_held_out_split(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    train, held_out = tmp_path / "train.npz", tmp_path / "held_out.npz"
+    with pytest.raises(SystemExit) as done:
+        main(["motions", "convert", BUNDLED_MOTIONS, str(train), "--exclude", "walk*", "jog"])
+    assert done.value.code == 0
+    convert_motions(BUNDLED_MOTIONS, held_out, workers=1, keys=["walk*", "jog"])
+    assert [m.key for m in load_motion_file(train)] == ["stand", "turn", "squat", "wave"]
+    assert [m.key for m in load_motion_file(held_out)] == ["walk", "walk_circle", "jog"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["motions", "convert", BUNDLED_MOTIONS, str(tmp_path / "x.npz"), "--keys", "crawl*"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"phc: error: {BUNDLED_MOTIONS}: --keys 'crawl*' matches no motion key"]
+
+
 def test_cli_reports_an_unusable_file_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad_poses.npz"
     bad.write_bytes(b"not a zip at all")

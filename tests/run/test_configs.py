@@ -52,3 +52,12 @@ def test_the_config_reference_lists_every_key_of_the_model_data_task_amp_and_cal
     keys += [f"data.task.{f.name}" for f in dataclasses.fields(TaskConfig)]
     keys += [f"`{k}`" for name in callbacks.__all__ for k in arguments(getattr(callbacks, name))]
     assert [key for key in keys if (key if key.startswith("`") else f"`{key}`") not in reference] == []
+
+
+def test_a_look_ahead_grows_the_observation_the_model_is_built_for(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli = run_cli(["--config", str(CONFIGS / "smoke.yaml"), "--data.task.future_steps", "[1, 5]",
+                   "--model.mirror_augment", "true"], run=False)
+    assert cli.datamodule.obs_dim == cli.model.hparams.obs_dim == 934 + 576
+    assert cli.model.mirror.obs_index.numel() == 934 + 576

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.core.rotations import quat_from_axis_angle, quat_mul
 from phc_lightning.motion.library import MotionLibrary
 from phc_lightning.motion.raw_motion import RawMotion
@@ -198,6 +199,62 @@ def test_training_failure_needs_any_body_beyond_quarter_metre_after_first_step(m
     assert not env.step(zero_actions()).terminated.any()
     assert env.step(zero_actions()).terminated.tolist() == [False, True, False, False]
     env.close()
+
+
+@pytest.mark.parametrize("body_mean", [False, True])
+def test_mean_body_termination_lets_one_far_arm_through_but_not_a_far_pose(motions, body_mean: bool):
+    env = make_env(motions, termination_body_mean=body_mean, termination_distance=0.25)
+    env.assign_motions(torch.full((NUM_ENVS,), SLOW))
+    ref = motions.get_state(env.motion_ids, env.motion_times)
+    dof = ref.dof_pos.clone()
+    dof[0, skeleton.body_dofs("L_Shoulder")[2]] += 1.5  # env 0: the left arm swung ~0.5 m off, the rest on it
+    shift = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # env 1: all off
+    env.backend.set_state_from(torch.arange(NUM_ENVS), replace(ref, body_pos=ref.body_pos + shift[:, None],
+                                                               dof_pos=dof))
+    env.step(zero_actions())
+    # any-body (PHC): both fail; the mean of the 20 evaluation bodies: only the pose that is off as a whole
+    expected = [False, True, False, False] if body_mean else [True, True, False, False]
+    assert env.step(zero_actions()).terminated.tolist() == expected
+    env.close()
+
+
+def test_the_root_term_is_off_by_default_and_rewards_closeness_of_the_root(motions):
+    assert "root_pos" not in TaskConfig().reward_terms()
+    env = make_env(motions, w_root_pos=0.2, k_root_pos=10.0)
+    env.assign_motions(torch.full((NUM_ENVS,), SLOW))
+    ref = motions.get_state(env.motion_ids, env.motion_times)
+    shift = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    env.backend.set_state_from(torch.arange(NUM_ENVS), replace(ref, body_pos=ref.body_pos + shift[:, None]))
+    info = env.step(zero_actions()).info
+    # the root term is 0.2 * exp(-10 * d^2) of the root's distance d after the step: close to 0.2 when on the
+    # reference, 0.2 * exp(-0.4) when 0.2 m off (the step moves it by millimetres)
+    assert info["rewards/root_pos"][0] == pytest.approx(0.2, abs=0.01)
+    assert info["rewards/root_pos"][1] == pytest.approx(0.2 * math.exp(-0.4), abs=0.01)
+    env.close()
+
+
+def test_future_steps_append_the_task_features_of_each_later_reference_frame(motions):
+    from phc_lightning.task.observations import OBS_DIM, TASK_OBS_DIM, compute_task_obs
+
+    assert make_env(motions).obs_dim == OBS_DIM
+    env = make_env(motions, future_steps=(1, 5))
+    assert env.obs_dim == OBS_DIM + TASK_OBS_DIM
+    obs = env.reset()
+    sim = env.backend.state()
+    ahead = motions.get_state(env.motion_ids, env.motion_times + 5 * env.control_dt)
+    torch.testing.assert_close(obs[:, OBS_DIM:], compute_task_obs(sim, ahead))
+    # the first 934 features are exactly the one-frame observation
+    torch.testing.assert_close(obs[:, :OBS_DIM], compute_obs(sim, motions.get_state(env.motion_ids,
+                                                                                    env.motion_times + env.control_dt)))
+    result = env.step(zero_actions())
+    assert result.obs.shape == result.final_obs.shape == (NUM_ENVS, OBS_DIM + TASK_OBS_DIM)
+    env.close()
+
+
+@pytest.mark.parametrize("steps", [(), (2,), (1, 1), (1, 4, 3), (1, 2.5)])
+def test_future_steps_must_start_at_the_next_frame_and_increase(steps):
+    with pytest.raises(ConfigError, match="data.task.future_steps"):
+        TaskConfig(future_steps=steps)
 
 
 def test_same_seed_reproduces_motions_and_start_times_and_rng_state_restores(motions):
