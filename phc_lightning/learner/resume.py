@@ -40,6 +40,7 @@ RESUME_CHANGEABLE = (
     "l2_init_coef",
     "max_grad_norm",
     "norm_adv",
+    "mirror_augment",  # an augmentation of the minibatches: no state of its own
 )
 """``model.*`` settings a resume may change; the config's value is used from the first resumed iteration on."""
 
