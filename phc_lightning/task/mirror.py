@@ -148,9 +148,11 @@ class Mirror:
 
     def with_image(self, batch: Dict[str, Tensor], keys: Sequence[str]) -> Dict[str, Tensor]:
         """The rows of ``batch`` (its entries ``keys``) followed by their mirror image: mirrored ``obs`` and
-        ``actions``, every other entry repeated (a symmetric task gives the mirror image the same log-prob under the
-        mirrored behaviour, the same value, advantage and return)."""
-        out = {key: torch.cat([batch[key], batch[key]]) for key in keys}
+        ``actions``, every other of ``keys`` repeated (a symmetric task gives the mirror image the same log-prob under
+        the mirrored behaviour, the same value, advantage and return). Entries not in ``keys`` (AMP's samples) pass
+        through as they are."""
+        out = dict(batch)
+        out.update({key: torch.cat([batch[key], batch[key]]) for key in keys})
         out["obs"] = torch.cat([batch["obs"], self.obs(batch["obs"])])
         out["actions"] = torch.cat([batch["actions"], self.actions(batch["actions"])])
         return out

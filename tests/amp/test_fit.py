@@ -96,3 +96,14 @@ def test_bad_amp_settings_give_one_line_error_and_exit_2(tmp_path: Path, args: t
     assert "Traceback" not in out.stderr
     error_lines = [line for line in out.stderr.splitlines() if line.startswith("phc: error:")]
     assert len(error_lines) == 1 and needle in error_lines[0], out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_amp_trains_with_mirror_images_of_the_policy_minibatches(tmp_path: Path) -> None:
+    """configs/phc.yaml mirrors the minibatches: the images train the policy, AMP's samples pass through as they are."""
+    run = phc("fit", "--config", SMOKE, "--trainer.max_epochs", "2", "--model.mirror_augment", "true", *AMP_FLAGS,
+              cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "runs" / "smoke" / "version_0" / "metrics.csv").open()))
+    for key in ("losses/disc", "losses/policy"):
+        assert len([r for r in rows if r.get(key)]) == 2, key
