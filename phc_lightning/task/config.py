@@ -15,6 +15,8 @@ from typing import Dict, Tuple
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.task.rewards import (
     RewardTerm,
+    anchored_body_pos_reward,
+    anchored_body_rot_reward,
     body_angvel_reward,
     body_pos_reward,
     body_rot_reward,
@@ -40,6 +42,10 @@ class TaskConfig:
         w_root_pos: weight of the root position term ``exp(−k_root_pos·|Δroot|²)`` (0: off, PHC); a wide kernel
             that keeps pointing back to the reference when the policy had to leave it.
         k_root_pos: sharpness of the root position term, 1/m².
+        anchor_relative: the body position and rotation terms compare the pose with the reference moved onto
+            the simulated root (its heading and ground position; BeyondMimic's anchor-relative tracking), so the
+            root's drift no longer zeroes them; the drift is left to ``w_root_pos`` and the termination (PHC:
+            false, world frame).
         power_coef: weight of the power penalty (reward −power_coef·Σ|τ·q̇|); 0 disables it.
         power_free_steps: first steps of an episode exempt from the power penalty.
         enable_early_termination: end training episodes when tracking fails (PHC default True).
@@ -73,6 +79,7 @@ class TaskConfig:
     k_ang_vel: float = 0.1
     w_root_pos: float = 0.0
     k_root_pos: float = 10.0
+    anchor_relative: bool = False
     power_coef: float = 0.0005
     power_free_steps: int = 3
     enable_early_termination: bool = True
@@ -117,9 +124,16 @@ class TaskConfig:
 
     def reward_terms(self) -> Dict[str, RewardTerm]:
         """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""
+        if self.anchor_relative:
+            pose = ("body_pos", "body_rot", "ref_body_pos", "ref_body_rot")
+            pos = RewardTerm(anchored_body_pos_reward, self.w_pos, pose, {"k": self.k_pos})
+            rot = RewardTerm(anchored_body_rot_reward, self.w_rot, pose, {"k": self.k_rot})
+        else:
+            pos = RewardTerm(body_pos_reward, self.w_pos, ("body_pos", "ref_body_pos"), {"k": self.k_pos})
+            rot = RewardTerm(body_rot_reward, self.w_rot, ("body_rot", "ref_body_rot"), {"k": self.k_rot})
         terms = {
-            "body_pos": RewardTerm(body_pos_reward, self.w_pos, ("body_pos", "ref_body_pos"), {"k": self.k_pos}),
-            "body_rot": RewardTerm(body_rot_reward, self.w_rot, ("body_rot", "ref_body_rot"), {"k": self.k_rot}),
+            "body_pos": pos,
+            "body_rot": rot,
             "body_vel": RewardTerm(body_vel_reward, self.w_vel, ("body_vel", "ref_body_vel"), {"k": self.k_vel}),
             "body_angvel": RewardTerm(
                 body_angvel_reward, self.w_ang_vel, ("body_angvel", "ref_body_angvel"), {"k": self.k_ang_vel}

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from phc_lightning.core.rotations import quat_angle, quat_conjugate, quat_mul
+from phc_lightning.core.rotations import heading_quat, quat_angle, quat_conjugate, quat_mul, quat_rotate
 from phc_lightning.sim.base import SimState
 
 Tensor = torch.Tensor
@@ -43,6 +43,41 @@ def root_pos_reward(body_pos: Tensor, ref_body_pos: Tensor, k: float) -> Tensor:
         k: sharpness, 1/m².
     """
     return torch.exp(-k * (ref_body_pos[:, 0] - body_pos[:, 0]).square().sum(dim=-1))
+
+
+def anchor_reference(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, ref_body_rot: Tensor
+                     ) -> Tuple[Tensor, Tensor]:
+    """The reference pose moved onto the simulated root: turned about +z so its root heading is the sim root's,
+    shifted so its root stands over the sim root (the reference root height is kept), as BeyondMimic re-anchors
+    its reference bodies. What is left between the two is the pose error without the root's drift.
+
+    Args:
+        body_pos: simulated body positions ``(N, B, 3)``, body 0 the root.
+        body_rot: simulated body rotations, xyzw ``(N, B, 4)``.
+        ref_body_pos: reference body positions ``(N, B, 3)``.
+        ref_body_rot: reference body rotations, xyzw ``(N, B, 4)``.
+
+    Returns:
+        The re-anchored reference positions ``(N, B, 3)`` and rotations ``(N, B, 4)``.
+    """
+    # The yaw that turns the reference heading into the sim heading: heading(sim) · heading(ref)⁻¹.
+    turn = quat_mul(heading_quat(body_rot[:, 0]), quat_conjugate(heading_quat(ref_body_rot[:, 0])))
+    turn = turn.unsqueeze(1).expand_as(ref_body_rot)
+    anchor = torch.cat([body_pos[:, :1, :2], ref_body_pos[:, :1, 2:]], dim=-1)
+    pos = anchor + quat_rotate(turn, ref_body_pos - ref_body_pos[:, :1])
+    return pos, quat_mul(turn, ref_body_rot)
+
+
+def anchored_body_pos_reward(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, ref_body_rot: Tensor,
+                             k: float) -> Tensor:
+    """:func:`body_pos_reward` against the reference re-anchored on the sim root (:func:`anchor_reference`)."""
+    return body_pos_reward(body_pos, anchor_reference(body_pos, body_rot, ref_body_pos, ref_body_rot)[0], k)
+
+
+def anchored_body_rot_reward(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, ref_body_rot: Tensor,
+                             k: float) -> Tensor:
+    """:func:`body_rot_reward` against the reference re-anchored on the sim root (:func:`anchor_reference`)."""
+    return body_rot_reward(body_rot, anchor_reference(body_pos, body_rot, ref_body_pos, ref_body_rot)[1], k)
 
 
 def body_rot_reward(body_rot: Tensor, ref_body_rot: Tensor, k: float) -> Tensor:

@@ -15,6 +15,7 @@ from phc_lightning.task.config import TaskConfig
 from phc_lightning.task.observations import OBS_DIM, SELF_OBS_DIM, compute_obs, compute_self_obs, compute_task_obs
 from phc_lightning.task.rewards import (
     RewardManager,
+    anchor_reference,
     body_pos_reward,
     body_rot_reward,
     power_penalty,
@@ -116,6 +117,32 @@ def test_position_and_rotation_rewards_follow_phc_formulas():
     turned = quat_mul(turn, sim.body_rot)
     expected = torch.full((N,), math.exp(-10.0 * 0.04))
     torch.testing.assert_close(body_rot_reward(sim.body_rot, turned, k=10.0), expected, atol=1e-5, rtol=0)
+
+
+def test_anchor_relative_pose_terms_ignore_root_drift_on_the_ground_but_not_pose_or_height_errors():
+    ref = random_state(seed=1)
+    drifted = yaw_world(ref, 0.7, (0.4, -0.3))  # the same pose, turned and slid on the ground: drift only
+    inputs = reward_inputs(drifted, ref, torch.zeros(N, skeleton.NUM_DOFS), torch.full((N,), 10))
+    world = RewardManager(TaskConfig().reward_terms()).compute(inputs)[1]
+    anchored = RewardManager(TaskConfig(anchor_relative=True).reward_terms()).compute(inputs)[1]
+    torch.testing.assert_close(anchored["body_pos"], torch.full((N,), 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(anchored["body_rot"], torch.full((N,), 0.3), atol=1e-4, rtol=0)
+    assert (world["body_pos"] < 0.1).all() and (world["body_rot"] < 0.3).all()
+    # the re-anchored reference is the drifted pose itself
+    pos, rot = anchor_reference(drifted.body_pos, drifted.body_rot, ref.body_pos, ref.body_rot)
+    torch.testing.assert_close(pos, drifted.body_pos, atol=1e-5, rtol=0)
+    # a pose error with no drift scores the same in both frames (the root on the reference) ...
+    arm = ref.body_pos.clone()
+    arm[:, skeleton.BODY_INDEX["L_Hand"]] += torch.tensor([0.0, 0.0, 0.2])
+    anchored_arm = anchor_reference(arm, ref.body_rot, ref.body_pos, ref.body_rot)[0]
+    arm_reward = body_pos_reward(arm, anchored_arm, k=100.0)
+    torch.testing.assert_close(arm_reward, body_pos_reward(arm, ref.body_pos, k=100.0))
+    torch.testing.assert_close(arm_reward, torch.full((N,), math.exp(-100 * 0.04 / (B * 3))))
+    # ... and the root height is not forgiven: a body lifted 0.1 m is 0.1 m off in every body
+    lifted = ref.body_pos + torch.tensor([0.0, 0.0, 0.1])
+    torch.testing.assert_close(body_pos_reward(lifted, anchor_reference(lifted, ref.body_rot, ref.body_pos,
+                                                                        ref.body_rot)[0], k=100.0),
+                               torch.full((N,), math.exp(-100.0 * 0.01 / 3)))
 
 
 def test_power_penalty_is_zero_for_first_three_steps_then_negative_power():
