@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from phc_lightning.run.lightning_cli import run_cli
+from phc_lightning.task.observations import OBS_DIM, TASK_OBS_DIM
 from tests.helpers import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -16,7 +17,9 @@ def test_config_parses_and_links_env_sizes(config: Path, monkeypatch: pytest.Mon
     # Instantiate only what is cheap: parse the config and check the linked/declared values.
     args = ["--config", str(config), "--model.actor_hidden", "[8]", "--model.critic_hidden", "[8]"]
     cli = run_cli(args + ["--trainer.accelerator", "cpu"], run=False)  # the GPU config parses on CPU too
-    assert cli.model.hparams.obs_dim == 934
+    # the model's input is linked to the task's observation: 934 features plus 576 per extra reference frame
+    extra_frames = len(cli.datamodule.task.future_steps) - 1
+    assert cli.model.hparams.obs_dim == cli.datamodule.obs_dim == OBS_DIM + TASK_OBS_DIM * extra_frames
     assert cli.model.action_dim == 57  # controlled hinges: hands and toes are frozen
     assert cli.datamodule.hparams.num_envs >= 1
     callback_names = {type(cb).__name__ for cb in cli.trainer.callbacks}
