@@ -15,8 +15,6 @@ from typing import Dict, Tuple
 from phc_lightning.core.errors import ConfigError
 from phc_lightning.task.rewards import (
     RewardTerm,
-    anchored_body_pos_reward,
-    anchored_body_rot_reward,
     body_angvel_reward,
     body_pos_reward,
     body_rot_reward,
@@ -124,16 +122,11 @@ class TaskConfig:
 
     def reward_terms(self) -> Dict[str, RewardTerm]:
         """The reward table ``{name: RewardTerm}``; the names are the ``rewards/<name>`` log keys."""
-        if self.anchor_relative:
-            pose = ("body_pos", "body_rot", "ref_body_pos", "ref_body_rot")
-            pos = RewardTerm(anchored_body_pos_reward, self.w_pos, pose, {"k": self.k_pos})
-            rot = RewardTerm(anchored_body_rot_reward, self.w_rot, pose, {"k": self.k_rot})
-        else:
-            pos = RewardTerm(body_pos_reward, self.w_pos, ("body_pos", "ref_body_pos"), {"k": self.k_pos})
-            rot = RewardTerm(body_rot_reward, self.w_rot, ("body_rot", "ref_body_rot"), {"k": self.k_rot})
+        # anchor_relative: the same kernels against the reference moved onto the sim root (see reward_inputs)
+        ref = "anchored_ref" if self.anchor_relative else "ref"
         terms = {
-            "body_pos": pos,
-            "body_rot": rot,
+            "body_pos": RewardTerm(body_pos_reward, self.w_pos, ("body_pos", f"{ref}_body_pos"), {"k": self.k_pos}),
+            "body_rot": RewardTerm(body_rot_reward, self.w_rot, ("body_rot", f"{ref}_body_rot"), {"k": self.k_rot}),
             "body_vel": RewardTerm(body_vel_reward, self.w_vel, ("body_vel", "ref_body_vel"), {"k": self.k_vel}),
             "body_angvel": RewardTerm(
                 body_angvel_reward, self.w_ang_vel, ("body_angvel", "ref_body_angvel"), {"k": self.k_ang_vel}

@@ -179,7 +179,8 @@ class HumanoidTracking:
 
         sim = self.backend.state()
         ref = self.motions.get_state(self.motion_ids, self.motion_times)
-        inputs = reward_inputs(sim, ref, self.backend.actuator_forces(), self.progress)
+        inputs = reward_inputs(sim, ref, self.backend.actuator_forces(), self.progress,
+                               anchored=self.config.anchor_relative)
         reward, terms = self.reward_manager.compute(inputs)
 
         terminated = self._failed(sim.body_pos, ref.body_pos)

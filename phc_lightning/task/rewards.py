@@ -15,7 +15,14 @@ from typing import Callable, Dict, Tuple
 
 import torch
 
-from phc_lightning.core.rotations import heading_quat, quat_angle, quat_conjugate, quat_mul, quat_rotate
+from phc_lightning.core.rotations import (
+    heading_quat,
+    heading_quat_inv,
+    quat_angle,
+    quat_conjugate,
+    quat_mul,
+    quat_rotate,
+)
 from phc_lightning.sim.base import SimState
 
 Tensor = torch.Tensor
@@ -61,23 +68,11 @@ def anchor_reference(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, r
         The re-anchored reference positions ``(N, B, 3)`` and rotations ``(N, B, 4)``.
     """
     # The yaw that turns the reference heading into the sim heading: heading(sim) · heading(ref)⁻¹.
-    turn = quat_mul(heading_quat(body_rot[:, 0]), quat_conjugate(heading_quat(ref_body_rot[:, 0])))
+    turn = quat_mul(heading_quat(body_rot[:, 0]), heading_quat_inv(ref_body_rot[:, 0]))
     turn = turn.unsqueeze(1).expand_as(ref_body_rot)
     anchor = torch.cat([body_pos[:, :1, :2], ref_body_pos[:, :1, 2:]], dim=-1)
     pos = anchor + quat_rotate(turn, ref_body_pos - ref_body_pos[:, :1])
     return pos, quat_mul(turn, ref_body_rot)
-
-
-def anchored_body_pos_reward(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, ref_body_rot: Tensor,
-                             k: float) -> Tensor:
-    """:func:`body_pos_reward` against the reference re-anchored on the sim root (:func:`anchor_reference`)."""
-    return body_pos_reward(body_pos, anchor_reference(body_pos, body_rot, ref_body_pos, ref_body_rot)[0], k)
-
-
-def anchored_body_rot_reward(body_pos: Tensor, body_rot: Tensor, ref_body_pos: Tensor, ref_body_rot: Tensor,
-                             k: float) -> Tensor:
-    """:func:`body_rot_reward` against the reference re-anchored on the sim root (:func:`anchor_reference`)."""
-    return body_rot_reward(body_rot, anchor_reference(body_pos, body_rot, ref_body_pos, ref_body_rot)[1], k)
 
 
 def body_rot_reward(body_rot: Tensor, ref_body_rot: Tensor, k: float) -> Tensor:
@@ -118,11 +113,17 @@ def power_penalty(actuator_forces: Tensor, dof_vel: Tensor, progress: Tensor, fr
     return torch.where(progress <= free_steps, torch.zeros_like(power), -power)
 
 
-def reward_inputs(sim: SimState, ref: SimState, actuator_forces: Tensor, progress: Tensor) -> Dict[str, Tensor]:
+def reward_inputs(sim: SimState, ref: SimState, actuator_forces: Tensor, progress: Tensor,
+                  anchored: bool = False) -> Dict[str, Tensor]:
     """The named tensors reward terms may read: ``body_*``/``dof_*`` (sim), ``ref_body_*``/``ref_dof_*``
-    (reference at the same time), ``actuator_forces`` ``(N, 69)`` and ``progress`` ``(N,)``."""
+    (reference at the same time), ``actuator_forces`` ``(N, 69)`` and ``progress`` ``(N,)``; with ``anchored``
+    also ``anchored_ref_body_pos``/``_rot``, the reference moved onto the sim root (:func:`anchor_reference`),
+    computed once for every term that reads them."""
     inputs = {name: getattr(sim, name) for name in SimState.__dataclass_fields__}
     inputs.update({f"ref_{name}": getattr(ref, name) for name in SimState.__dataclass_fields__})
+    if anchored:
+        inputs["anchored_ref_body_pos"], inputs["anchored_ref_body_rot"] = anchor_reference(
+            sim.body_pos, sim.body_rot, ref.body_pos, ref.body_rot)
     inputs["actuator_forces"] = actuator_forces
     inputs["progress"] = progress
     return inputs

@@ -122,14 +122,14 @@ def test_position_and_rotation_rewards_follow_phc_formulas():
 def test_anchor_relative_pose_terms_ignore_root_drift_on_the_ground_but_not_pose_or_height_errors():
     ref = random_state(seed=1)
     drifted = yaw_world(ref, 0.7, (0.4, -0.3))  # the same pose, turned and slid on the ground: drift only
-    inputs = reward_inputs(drifted, ref, torch.zeros(N, skeleton.NUM_DOFS), torch.full((N,), 10))
+    inputs = reward_inputs(drifted, ref, torch.zeros(N, skeleton.NUM_DOFS), torch.full((N,), 10), anchored=True)
     world = RewardManager(TaskConfig().reward_terms()).compute(inputs)[1]
     anchored = RewardManager(TaskConfig(anchor_relative=True).reward_terms()).compute(inputs)[1]
     torch.testing.assert_close(anchored["body_pos"], torch.full((N,), 0.5), atol=1e-5, rtol=0)
     torch.testing.assert_close(anchored["body_rot"], torch.full((N,), 0.3), atol=1e-4, rtol=0)
     assert (world["body_pos"] < 0.1).all() and (world["body_rot"] < 0.3).all()
     # the re-anchored reference is the drifted pose itself
-    pos, rot = anchor_reference(drifted.body_pos, drifted.body_rot, ref.body_pos, ref.body_rot)
+    pos, _ = anchor_reference(drifted.body_pos, drifted.body_rot, ref.body_pos, ref.body_rot)
     torch.testing.assert_close(pos, drifted.body_pos, atol=1e-5, rtol=0)
     # a pose error with no drift scores the same in both frames (the root on the reference) ...
     arm = ref.body_pos.clone()
