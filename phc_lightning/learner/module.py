@@ -27,6 +27,7 @@ from jsonargparse.typing import PositiveFloat, PositiveInt
 from phc_lightning.amp.config import AMPConfig, as_amp_config
 from phc_lightning.amp.learner import AMPLearner
 from phc_lightning.core import skeleton
+from phc_lightning.core.errors import ConfigError
 from phc_lightning.learner.evaluation_hooks import TrackingEvaluation
 from phc_lightning.learner.hook_check import check_hooks_kept
 from phc_lightning.learner.iteration_hooks import IterationHooks
@@ -75,6 +76,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         adam_eps: PositiveFloat = 1e-5,
         clip_coef: PositiveFloat = 0.01,
         target_kl: Optional[PositiveFloat] = None,
+        critic_full_update: bool = False,
         value_clip: Optional[PositiveFloat] = 0.2,
         vf_coef: float = 1.2,
         ent_coef: float = 0.0,
@@ -114,6 +116,10 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             clip_coef: PPO ratio clip epsilon.
             target_kl: skip the rest of an iteration's optimizer steps once a minibatch's approx KL exceeds this
                 (null: never); also the KL that ``LRAnnealing(schedule="adaptive_kl")`` steers to, unless given its own.
+            critic_full_update: ``target_kl`` stops the actor only: the minibatches after the stop still train the
+                critic on the value loss alone (PHC and rsl_rl train the critic for every epoch; false: the stop
+                ends the critic's steps too, after two or three here). Several processes need
+                ``--trainer.strategy ddp_find_unused_parameters_true`` (the actor gets no gradient in those steps).
             value_clip: value-prediction clip around the rollout values (in normalized units when
                 ``normalize_value``); null for unclipped 0.5 * MSE.
             vf_coef: weight of the value loss.
@@ -288,48 +294,49 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             raise KeyError(f"PHCModule.training_step: batch is missing {missing} (has {sorted(batch)})")
         hp = self.hparams
         collected = batch["logprobs"].shape[0]  # the rows the policy collected (the rest: their mirror image)
+        batch, dist, new_values = self._forward(batch)
+        out = ppo.clipped_ppo_terms(
+            dist.log_prob(batch["actions"]).sum(-1), dist.entropy().sum(-1), dist.mean, new_values,
+            batch["logprobs"], batch["advantages"], self.normalize_value(batch["values"]),
+            self.normalize_value(batch["returns"]), collected=collected, clip_coef=hp.clip_coef,
+            value_clip=hp.value_clip, soft_bound=hp.soft_bound, norm_adv=hp.norm_adv,
+        )
+        out["loss"] = (out["policy"] + hp.vf_coef * out["value"] - hp.ent_coef * out["entropy"]
+                       + hp.bound_coef * out["bound"])
+        out["explained_variance"] = ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"])
+        if self.l2_anchor is not None:
+            out["l2_init"] = self.l2_init_distance()
+            out["loss"] = out["loss"] + hp.l2_init_coef * out["l2_init"]
+        return out
+
+    def _forward(self, batch: Dict[str, Tensor], actor: bool = True) -> Tuple[Dict[str, Tensor], Any, Tensor]:
+        """``(batch, action distribution, values)`` of a minibatch: the batch with its mirror image appended when
+        ``mirror_augment``; values in critic units (normalized returns when ``normalize_value``). ``actor=False``
+        skips the actor's forward where it can (the distribution is then None)."""
         if self.mirror is not None:
             batch = self.mirror.with_image(batch, BATCH_KEYS)
         obs_norm = self._normalize(batch["obs"])
-        # new_values in critic units: normalized returns when normalize_value
         if self.recurrent_state_size:  # whole segments, replayed from their stored start states
-            dist, new_values = self.policy.unroll(obs_norm, batch[STATE_KEY], batch[STARTS_KEY])
-        else:
-            dist, new_values = self.policy.distribution(obs_norm), self.policy.value(obs_norm)
-        new_logprob = dist.log_prob(batch["actions"]).sum(-1)
-        entropy = dist.entropy().sum(-1)
+            dist, values = self.policy.unroll(obs_norm, batch[STATE_KEY], batch[STARTS_KEY])
+            return batch, dist, values
+        return batch, self.policy.distribution(obs_norm) if actor else None, self.policy.value(obs_norm)
 
-        advantages = batch["advantages"]
-        if hp.norm_adv:
-            advantages = ppo.normalize_advantages(advantages)
-        pg_loss = ppo.policy_loss(new_logprob, batch["logprobs"], advantages, hp.clip_coef)
-        v_loss = ppo.value_loss(
-            new_values, self.normalize_value(batch["values"]), self.normalize_value(batch["returns"]), hp.value_clip
-        )
-        ent = ppo.entropy_loss(entropy)
-        b_loss = ppo.bound_loss(dist.mean, hp.soft_bound)
-        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * ent + hp.bound_coef * b_loss
-
-        # The trust-region diagnostics (early stop, adaptive lr) are of the collected rows only: a mirror image's
-        # behaviour log-prob is its original's, far from the current policy while it is not yet symmetric (rsl_rl
-        # measures its KL on the original samples too).
-        own, old = new_logprob[:collected], batch["logprobs"][:collected]
-        old_approx_kl, approx_kl = ppo.approx_kl(own, old)
-        out = {
-            "loss": loss,
-            "policy": pg_loss,
-            "value": v_loss,
-            "entropy": ent,
-            "bound": b_loss,
-            "approx_kl": approx_kl,
-            "old_approx_kl": old_approx_kl,
-            "clipfrac": ppo.clip_fraction(own, old, hp.clip_coef),
-            "explained_variance": ppo.explained_variance(y_pred=batch["values"], y_true=batch["returns"]),
-        }
-        if self.l2_anchor is not None:
-            out["l2_init"] = self.l2_init_distance()
-            out["loss"] = loss + hp.l2_init_coef * out["l2_init"]
-        return out
+    def _critic_step(self, batch: Dict[str, Tensor]) -> Tensor:
+        """A step of the value loss alone (``critic_full_update`` after the KL stop): the actor, its log-std
+        included, gets no gradient, so Adam leaves its weights and moments as they are."""
+        opt, _ = self.policy_and_disc_optimizers()
+        batch, _, new_values = self._forward(batch, actor=False)
+        v_loss = ppo.value_loss(new_values, self.normalize_value(batch["values"]),
+                                self.normalize_value(batch["returns"]), self.hparams.value_clip)
+        self.manual_backward(self.hparams.vf_coef * v_loss)
+        if self.hparams.max_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
+        self._learn_end = time.perf_counter()
+        self.log("losses/critic_only_value", v_loss.detach(), on_step=False, on_epoch=True,
+                 batch_size=batch["obs"].shape[0], sync_dist=True)
+        return v_loss.detach()
 
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Optional[Tensor]:
         """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
@@ -339,7 +346,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         """
         if self._kl_stopped:  # not `return -1` from on_train_batch_start: that would also skip the epoch's eval
             self.last_approx_kl = float("nan")
-            return None
+            return self._critic_step(batch) if self.hparams.critic_full_update else None
         opt, disc_opt = self.policy_and_disc_optimizers()
         losses = self.compute_losses(batch)
         amp = self.amp_losses(batch) if disc_opt is not None else None
@@ -393,8 +400,12 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
             torch.set_float32_matmul_precision("high")
 
     def on_fit_start(self) -> None:
-        """Several processes: evaluations during fit must not wait on per-forward buffer broadcasts."""
+        """Several processes: evaluations during fit must not wait on per-forward buffer broadcasts, and the critic's
+        own steps need DDP to let the actor go without a gradient."""
         distributed.stop_buffer_broadcast(self.trainer.strategy.model)
+        if self.hparams.critic_full_update and not distributed.finds_unused_parameters(self.trainer.strategy.model):
+            raise ConfigError("model.critic_full_update: with several processes the actor gets no gradient in the "
+                              "critic's own steps; run with --trainer.strategy ddp_find_unused_parameters_true")
 
     def on_train_batch_start(self, batch: Dict[str, Any], batch_idx: int) -> None:
         """The first minibatch opens the iteration (its env steps are counted)."""

@@ -121,6 +121,13 @@ def stop_buffer_broadcast(model: Any) -> None:
                 setattr(model, name, False)
 
 
+def finds_unused_parameters(model: Any) -> bool:
+    """Whether a backward may leave some of ``model``'s parameters without a gradient: a
+    ``DistributedDataParallel`` wrapper only with ``find_unused_parameters`` (else its all-reduce waits for them);
+    anything else always."""
+    return not isinstance(model, torch.nn.parallel.DistributedDataParallel) or bool(model.find_unused_parameters)
+
+
 def batch_moments(x: Tensor) -> Tuple[int, Tensor, Tensor]:
     """``(count, mean [D], population var [D])`` of ``x [B, D]``."""
     var, mean = torch.var_mean(x, dim=0, correction=0)

@@ -8,7 +8,7 @@ steps, ``N`` environments, ``B`` flattened minibatch, ``A`` action dimensions.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import torch
 
@@ -138,6 +138,53 @@ def bound_loss(mu: Tensor, soft_bound: float = 0.9) -> Tensor:
     above = torch.clamp(mu - soft_bound, min=0.0) ** 2
     below = torch.clamp(mu + soft_bound, max=0.0) ** 2
     return (above + below).sum(dim=-1).mean()
+
+
+def clipped_ppo_terms(
+    new_logprob: Tensor,
+    entropy: Tensor,
+    action_mean: Tensor,
+    new_values: Tensor,
+    old_logprob: Tensor,
+    advantages: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    *,
+    collected: int,
+    clip_coef: float,
+    value_clip: Optional[float],
+    soft_bound: float,
+    norm_adv: bool,
+) -> Dict[str, Tensor]:
+    """Every PPO term of one minibatch of ``B`` rows, from the new forward pass and the rollout's data.
+
+    Args:
+        new_logprob, entropy: ``[B]`` of the current policy, summed over action dimensions.
+        action_mean: ``[B, A]`` its Gaussian means.
+        new_values: ``[B]`` current critic output; ``old_values`` and ``returns`` ``[B]`` in the same units.
+        old_logprob, advantages: ``[B]`` from the rollout (advantages normalized here if ``norm_adv``).
+        collected: the first ``collected`` rows are the ones the policy collected; the trust-region diagnostics
+            (early stop, adaptive lr) leave out the rest, mirror images whose behaviour log-prob is their original's
+            and far from a policy not yet symmetric (rsl_rl measures its KL on the original samples too).
+        clip_coef, value_clip, soft_bound: as in :func:`policy_loss`, :func:`value_loss`, :func:`bound_loss`.
+
+    Returns:
+        ``policy``, ``value``, ``entropy``, ``bound`` (scalars with grad) and ``approx_kl``, ``old_approx_kl``,
+        ``clipfrac``.
+    """
+    if norm_adv:
+        advantages = normalize_advantages(advantages)
+    own, old = new_logprob[:collected], old_logprob[:collected]
+    old_kl, kl = approx_kl(own, old)
+    return {
+        "policy": policy_loss(new_logprob, old_logprob, advantages, clip_coef),
+        "value": value_loss(new_values, old_values, returns, value_clip),
+        "entropy": entropy_loss(entropy),
+        "bound": bound_loss(action_mean, soft_bound),
+        "approx_kl": kl,
+        "old_approx_kl": old_kl,
+        "clipfrac": clip_fraction(own, old, clip_coef),
+    }
 
 
 def l2_init_loss(params: Iterable[Tensor], init_params: Iterable[Tensor]) -> Tensor:

@@ -115,6 +115,25 @@ def test_amp_and_lstm_runs_train_identically_in_two_processes_and_validate(tmp_p
     assert json.loads((run / "eval" / "validate_summary.json").read_text())["num_motions"] == 7
 
 
+CRITIC_FLAGS = ("--model.critic_full_update", "true", "--model.target_kl", "1e-9")  # the KL stop after minibatch 1
+
+
+@pytest.mark.slow
+def test_critic_steps_after_the_kl_stop_train_identically_in_two_processes(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "phc_lightning.cli", "fit", "--config", SMOKE, *DDP2, "--trainer.max_epochs", "1",
+           *CRITIC_FLAGS]
+    refused = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0
+    assert "model.critic_full_update" in refused.stderr and "ddp_find_unused_parameters_true" in refused.stderr
+    probe = tmp_path / "probe.jsonl"
+    fit2(tmp_path / "run", 2, PROBE, "--trainer.callbacks.out", str(probe), *CRITIC_FLAGS,
+         "--trainer.strategy", "ddp_find_unused_parameters_true")
+    records = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:  # the critic's own steps all-reduced too: every parameter equal after every iteration
+        assert r["params_equal"] and r["norm_equal"], r
+
+
 @pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(two_process_run: Path) -> None:
     ckpt = str(two_process_run / "checkpoints" / "last.ckpt")
