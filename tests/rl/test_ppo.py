@@ -158,3 +158,25 @@ def test_normalize_advantages_zero_mean_unit_std():
     assert out.mean().item() == pytest.approx(0.0, abs=1e-6)
     assert out.std(correction=0).item() == pytest.approx(1.0, abs=1e-6)
     assert ppo.normalize_advantages(torch.tensor([4.0])).item() == 0.0  # single sample: no NaN
+
+
+def test_clipped_ppo_terms_are_the_single_terms_and_the_diagnostics_see_only_collected_rows():
+    gen = torch.Generator().manual_seed(0)
+    rows, mirrored = 6, 6
+    new_lp, old_lp, adv, ent, new_v, old_v, ret = (torch.randn(rows + mirrored, generator=gen) for _ in range(7))
+    mean = torch.randn(rows + mirrored, 3, generator=gen)
+    old_lp[rows:] += 5.0  # the mirror images' behaviour log-probs: far from the policy
+    terms = ppo.clipped_ppo_terms(new_lp, ent, mean, new_v, old_lp, adv, old_v, ret, collected=rows, clip_coef=0.2,
+                                  value_clip=None, soft_bound=0.9, norm_adv=True)
+    torch.testing.assert_close(terms["policy"],
+                               ppo.policy_loss(new_lp, old_lp, ppo.normalize_advantages(adv), 0.2))
+    torch.testing.assert_close(terms["value"], ppo.value_loss(new_v, old_v, ret, None))
+    torch.testing.assert_close(terms["entropy"], ent.mean())
+    torch.testing.assert_close(terms["bound"], ppo.bound_loss(mean, 0.9))
+    old_kl, kl = ppo.approx_kl(new_lp[:rows], old_lp[:rows])
+    torch.testing.assert_close(terms["approx_kl"], kl)
+    torch.testing.assert_close(terms["old_approx_kl"], old_kl)
+    torch.testing.assert_close(terms["clipfrac"], ppo.clip_fraction(new_lp[:rows], old_lp[:rows], 0.2))
+    raw = ppo.clipped_ppo_terms(new_lp, ent, mean, new_v, old_lp, adv, old_v, ret, collected=rows, clip_coef=0.2,
+                                value_clip=None, soft_bound=0.9, norm_adv=False)
+    torch.testing.assert_close(raw["policy"], ppo.policy_loss(new_lp, old_lp, adv, 0.2))
