@@ -32,6 +32,7 @@ RESUME_CHANGEABLE = (
     "adam_eps",
     "clip_coef",
     "target_kl",
+    "critic_full_update",  # which steps the critic takes after the KL stop: no state of its own
     "value_clip",
     "vf_coef",
     "ent_coef",
