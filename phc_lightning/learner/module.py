@@ -329,14 +329,18 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         v_loss = ppo.value_loss(new_values, self.normalize_value(batch["values"]),
                                 self.normalize_value(batch["returns"]), self.hparams.value_clip)
         self.manual_backward(self.hparams.vf_coef * v_loss)
-        if self.hparams.max_grad_norm > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-        opt.step()
-        opt.zero_grad()
+        self._clip_and_step(opt)
         self._learn_end = time.perf_counter()
         self.log("losses/critic_only_value", v_loss.detach(), on_step=False, on_epoch=True,
                  batch_size=batch["obs"].shape[0], sync_dist=True)
         return v_loss.detach()
+
+    def _clip_and_step(self, opt: Any) -> None:
+        """Clip the gradients by their global norm (``max_grad_norm`` > 0), step the policy optimizer, clear them."""
+        if self.hparams.max_grad_norm > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
 
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int = 0) -> Optional[Tensor]:
         """One optimizer step on one minibatch: losses -> backward -> grad norm -> clip -> step -> log.
@@ -353,10 +357,7 @@ class PHCModule(AMPLearner, IterationHooks, TrackingEvaluation, L.LightningModul
         self.manual_backward(losses["loss"] if amp is None else losses["loss"] + amp["loss"])
         # before clipping, so the log shows how often the clip bites
         grad_norm = ppo.grad_norm(self.policy.parameters(), self.device)
-        if self.hparams.max_grad_norm > 0:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-        opt.step()
-        opt.zero_grad()
+        self._clip_and_step(opt)
         if disc_opt is not None:
             disc_opt.step()
             disc_opt.zero_grad()
